@@ -1,0 +1,61 @@
+"""pytest-flops: FLOP, MAC and parameter budgets for PyTorch models.
+
+The library (``count``, ``FlopCounter``, ``Measurement``, formula registration)
+is usable without pytest. Importing this package is cheap: torch is imported
+only when a name that needs it is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .units import format_quantity, parse_quantity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "count",
+    "FlopCounter",
+    "Measurement",
+    "UncountedOpsError",
+    "ComputeFreeError",
+    "register_module_formula",
+    "register_op_formula",
+    "register_zero_cost",
+    "Registry",
+    "parse_quantity",
+    "format_quantity",
+    "__version__",
+]
+
+_LAZY = {
+    "count": "counter",
+    "FlopCounter": "counter",
+    "UncountedOpsError": "counter",
+    "ComputeFreeError": "counter",
+    "Measurement": "measurement",
+    "register_module_formula": "registry",
+    "register_op_formula": "registry",
+    "register_zero_cost": "registry",
+    "Registry": "registry",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .counter import ComputeFreeError, FlopCounter, UncountedOpsError, count
+    from .measurement import Measurement
+    from .registry import Registry, register_module_formula, register_op_formula, register_zero_cost
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_flops' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,447 @@
+"""Counting: ``FlopCounter`` (a context manager) and ``count()`` (one call).
+
+Every aten op that runs inside the counter goes through a
+``TorchDispatchMode`` and is looked up once in the registry: it has a
+formula (counted if its category is selected), is known to cost nothing,
+decomposes into ops that are looked up in turn, or is recorded in
+``uncounted``. Module hooks (``tracker.py``) say which module it belongs to.
+
+For speed, with ``ops="matmul"`` and no user op formulas, a plain
+``nn.Linear``/``nn.Conv*`` (no hooks, no parametrizations, plain tensors) is
+counted from its module call, with the same formula as its op, while the
+dispatch mode steps aside; modules such as ``nn.BatchNorm2d`` or ``nn.ReLU``
+whose ops are all outside the matmul categories likewise. Backward ops always
+go through the dispatch mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils import flop_counter as _fc
+
+from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
+from .measurement import Measurement
+from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry
+
+__all__ = ["FlopCounter", "count", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES"]
+
+OPS_CHOICES = ("matmul", "all")
+_NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
+_current_node = torch._C._current_autograd_node
+_len_stack = torch._C._len_torch_dispatch_stack
+_stack_at = torch._C._get_dispatch_stack_at
+_pop_stack = torch._C._pop_torch_dispatch_stack
+_push_stack = torch._C._push_on_torch_dispatch_stack
+
+# Handler markers
+_PASS = 0
+_DECOMPOSE = 1
+_UNCOUNTED = 2
+
+
+class UncountedOpsError(RuntimeError):
+    """Raised by ``FlopCounter(strict=True)`` when ops without a formula ran."""
+
+
+class ComputeFreeError(RuntimeError):
+    """Raised by ``count(..., compute=False)`` when the model needs real tensor values."""
+
+
+class FormulaError(RuntimeError):
+    """A formula raised while counting an op or a module."""
+
+
+def _conv_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, str, int]:
+    transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
+    return "aten.convolution", "conv", _fc.conv_flop_count(x.shape, module.weight.shape, out.shape, transposed)
+
+
+def _linear_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, str, int]:
+    w = module.weight
+    rows = x.numel() // w.shape[1]
+    op = "aten.addmm" if module.bias is not None and x.dim() == 2 else "aten.mm"
+    if x.dim() > 2 and module.bias is not None:
+        op = "aten.addmm" if x.device.type != "meta" else "aten.mm"
+    return op, "matmul", 2 * rows * w.shape[1] * w.shape[0]
+
+
+def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
+    return None
+
+
+_nn = torch.nn
+#: Exact module types counted from their call with ops="matmul": formula, and the input rank they need.
+_FAST_TYPES: dict[type, tuple[Callable[..., Any], int | None]] = {
+    _nn.Conv1d: (_conv_fast, 3), _nn.Conv2d: (_conv_fast, 4), _nn.Conv3d: (_conv_fast, 5),
+    _nn.ConvTranspose1d: (_conv_fast, 3), _nn.ConvTranspose2d: (_conv_fast, 4), _nn.ConvTranspose3d: (_conv_fast, 5),
+}
+for _t in (
+    _nn.BatchNorm1d, _nn.BatchNorm2d, _nn.BatchNorm3d, _nn.LayerNorm, _nn.GroupNorm, _nn.ReLU, _nn.ReLU6,
+    _nn.GELU, _nn.SiLU, _nn.Sigmoid, _nn.Tanh, _nn.LeakyReLU, _nn.Hardswish, _nn.Hardsigmoid, _nn.Mish,
+    _nn.Dropout, _nn.Dropout1d, _nn.Dropout2d, _nn.Identity, _nn.MaxPool1d, _nn.MaxPool2d, _nn.MaxPool3d,
+    _nn.AvgPool1d, _nn.AvgPool2d, _nn.AvgPool3d, _nn.AdaptiveAvgPool1d, _nn.AdaptiveAvgPool2d,
+    _nn.AdaptiveAvgPool3d, _nn.Flatten,
+):
+    _FAST_TYPES[_t] = (_zero_fast, None)
+
+
+class _Mode(TorchDispatchMode):
+    """The op-level layer: one dict lookup per op on the common path."""
+
+    def __init__(self, counter: "FlopCounter") -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        counter = self.counter
+        handler = counter._handlers.get(func)
+        if handler is None:
+            handler = counter._resolve(func)
+        if handler is _PASS or counter._tracker.suppress:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        if handler is _DECOMPOSE:
+            with self:
+                result = func.decompose(*args, **(kwargs or {}))
+            if result is not NotImplemented:
+                return result
+            counter._handlers[func] = handler = _UNCOUNTED
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if handler is _UNCOUNTED:
+            counter._record_uncounted(func)
+            return out
+        fn, category, label = handler
+        try:
+            flops = fn(*args, out=out, **kwargs)
+        except Exception as exc:
+            raise FormulaError(f"the formula for {label} failed: {type(exc).__name__}: {exc}") from exc
+        counter._record(label, category, flops, out)
+        return out
+
+
+class FlopCounter:
+    """Count FLOPs, MACs and parameters of everything run inside the ``with`` block.
+
+    ``ops="matmul"`` (default) counts matmul, convolution and attention;
+    ``ops="all"`` also norms, softmax, pointwise ops, reductions, pooling and
+    upsampling. ``strict=True`` raises :class:`UncountedOpsError` at exit when
+    an op without a formula ran. ``registry`` defaults to the global one.
+    After the block, ``.measurement`` holds the result.
+    """
+
+    def __init__(
+        self,
+        ops: str = "matmul",
+        strict: bool = False,
+        *,
+        registry: Registry | None = None,
+        model: torch.nn.Module | None = None,
+        fast_path: bool = True,
+        _computed: bool = True,
+    ) -> None:
+        if ops not in OPS_CHOICES:
+            raise ValueError(f"invalid ops={ops!r}: expected one of {', '.join(repr(c) for c in OPS_CHOICES)}")
+        self.ops = ops
+        self.strict = bool(strict)
+        self.registry = registry if registry is not None else DEFAULT_REGISTRY
+        self.model = model
+        self.measurement: Measurement | None = None
+        self._fast_path = fast_path and ops == "matmul" and not self.registry.user_op_formulas
+        self._computed = _computed
+        self._active = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._handlers: dict[Any, Any] = {}
+        self._module_formulas: dict[type, Any] = {}
+        self._has_module_formulas = self.registry.has_module_formulas()
+        self._stacks: dict[tuple[str, str], int] = {}
+        self._by_category: dict[str, int] = {}
+        self._by_module_seen: dict[str, None] = {}
+        self._uncounted: Counter[str] = Counter()
+        self._devices: set[Any] = set()
+        self._forward = 0
+        self._backward = 0
+        self._tracker = _NullTracker()
+
+    # -- context manager ---------------------------------------------------
+    def __enter__(self) -> "FlopCounter":
+        if self._active:
+            raise RuntimeError("this FlopCounter is already active; nest a new FlopCounter instead")
+        from .tracker import ModuleTracker
+
+        self._reset()
+        self.measurement = None
+        self._tracker = ModuleTracker(self, self.model)
+        self._mode = _Mode(self)
+        self._tracker.install()
+        try:
+            self._mode.__enter__()
+        except BaseException:
+            self._tracker.remove()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._tracker.remove()  # also restores our mode if a fast-path module raised
+        finally:
+            self._active = False
+            self._mode.__exit__(exc_type, exc, tb)
+        self.measurement = self._measure()
+        if self.strict and exc_type is None and self.measurement.uncounted:
+            calls = ", ".join(f"{op} x{n}" for op, n in sorted(self.measurement.uncounted.items()))
+            raise UncountedOpsError(
+                f"ops without a FLOP formula ran: {calls}; register one with "
+                "pytest_flops.register_op_formula(op, fn) or use strict=False"
+            )
+
+    # -- called by the dispatch mode -----------------------------------------
+    def _selected(self, category: str) -> bool:
+        return self.ops == "all" or category not in _NOT_MATMUL_BUILTIN
+
+    def _resolve(self, func: Any) -> Any:
+        packet = func._overloadpacket
+        entry = self.registry.lookup_op(packet)
+        if entry is None:
+            try:
+                composite = torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
+            except Exception:  # pragma: no cover
+                composite = False
+            handler: Any = _DECOMPOSE if composite else _UNCOUNTED
+        elif isinstance(entry, str):
+            handler = _PASS
+        else:
+            fn, category = entry
+            handler = (fn, category, str(packet)) if self._selected(category) else _PASS
+        self._handlers[func] = handler
+        return handler
+
+    def _record(self, label: str, category: str, flops: Any, out: Any) -> None:
+        node = _current_node()
+        if type(flops) is int:
+            if not flops:
+                return
+            total = flops
+            by_cat = self._by_category
+            by_cat[category] = by_cat.get(category, 0) + flops
+        else:
+            total = 0
+            by_cat = self._by_category
+            for cat, value in flops.items():
+                if value and self._selected(cat):
+                    by_cat[cat] = by_cat.get(cat, 0) + int(value)
+                    total += int(value)
+            if not total:
+                return
+        if node is None:
+            key = (self._tracker.path, label)
+            self._forward += total
+        else:
+            key = (self._tracker.backward_path(node), label + " (backward)")
+            self._backward += total
+        self._stacks[key] = self._stacks.get(key, 0) + total
+        device = getattr(out, "device", None)
+        if device is None and isinstance(out, (tuple, list)) and out:
+            device = getattr(out[0], "device", None)
+        if device is not None:
+            self._devices.add(device)
+
+    def _record_uncounted(self, func: Any) -> None:
+        self._uncounted[str(func._overloadpacket)] += 1
+
+    # -- called by the tracker ---------------------------------------------
+    def _seen_module(self, name: str) -> None:
+        self._by_module_seen[name] = None
+
+    def _module_formula(self, module_type: type) -> Any:
+        if not self._has_module_formulas:
+            return None
+        try:
+            return self._module_formulas[module_type]
+        except KeyError:
+            entry = self._module_formulas[module_type] = self.registry.lookup_module(module_type)
+            return entry
+
+    def _fast_formula(self, module: torch.nn.Module, args: tuple) -> Any:
+        if not self._fast_path:
+            return None
+        spec = _FAST_TYPES.get(type(module))
+        if spec is None or module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
+                or module._backward_pre_hooks or len(args) != 1:
+            return None
+        x = args[0]
+        if type(x) is not torch.Tensor or x.is_nested or (spec[1] is not None and x.dim() != spec[1]):
+            return None
+        n = _len_stack()
+        if not n or _stack_at(n - 1) is not self._mode:
+            return None
+        _pop_stack(None)
+        return spec[0]
+
+    def _resume_mode(self) -> None:
+        _push_stack(self._mode)
+
+    def _record_module(self, path: str, module: torch.nn.Module, fast: Any, args: tuple, output: Any) -> None:
+        result = fast(module, args[0], output)
+        if result is not None:
+            label, category, flops = result
+            self._record(label, category, flops, output)
+        else:
+            device = getattr(output, "device", None)
+            if device is not None:
+                self._devices.add(device)
+
+    def _record_module_formula(self, path: str, module: torch.nn.Module, fn: Any, category: str,
+                               args: tuple, output: Any) -> None:
+        try:
+            flops = fn(module, args, output)
+        except Exception as exc:
+            raise FormulaError(
+                f"the module formula for {type(module).__name__} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(flops, (int, Mapping)) or isinstance(flops, bool):
+            raise FormulaError(
+                f"the module formula for {type(module).__name__} returned {flops!r}: expected an int FLOP count"
+            )
+        self._record(f"{type(module).__name__} (module formula)", category, flops, output)
+
+    # -- result --------------------------------------------------------------
+    def _parameters(self) -> tuple[int, int]:
+        roots: Iterable[torch.nn.Module]
+        if self.model is not None:
+            roots = (self.model,)
+        else:
+            roots = self._tracker.roots.values()
+        seen: set[int] = set()
+        total = trainable = 0
+        for root in roots:
+            for p in root.parameters():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                total += p.numel()
+                if p.requires_grad:
+                    trainable += p.numel()
+        return total, trainable
+
+    def _measure(self) -> Measurement:
+        tracker = self._tracker
+        by_module: dict[str, int] = dict.fromkeys(self._by_module_seen, 0)
+        by_op: dict[str, int] = {}
+        stacks: dict[str, int] = {}
+        split_cache: dict[str, list[str]] = {}
+        for (path, label), flops in self._stacks.items():
+            stacks[f"{path};{label}" if path else label] = flops
+            op = label.removesuffix(" (backward)")
+            by_op[op] = by_op.get(op, 0) + flops
+            names = split_cache.get(path)
+            if names is None:
+                names = split_cache[path] = list(dict.fromkeys(path.split(";"))) if path else []
+            for name in names:
+                by_module[name] = by_module.get(name, 0) + flops
+        if self.model is not None:
+            name = tracker.names.get(id(self.model), type(self.model).__name__)
+        elif len(tracker.roots) == 1:
+            name = tracker.names[next(iter(tracker.roots))]
+        else:
+            name = "FlopCounter"
+        params, trainable = self._parameters()
+        macs = sum(v for k, v in self._by_category.items() if k in MATMUL_CATEGORIES) // 2
+        devices = tuple(sorted({_device_name(d) for d in self._devices}))
+        return Measurement(
+            name=name,
+            flops=self._forward + self._backward,
+            macs=macs,
+            params=params,
+            trainable_params=trainable,
+            forward_flops=self._forward,
+            backward_flops=self._backward,
+            by_module=by_module,
+            by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            by_category=dict(sorted(self._by_category.items(), key=lambda kv: -kv[1])),
+            uncounted=dict(sorted(self._uncounted.items())),
+            devices=devices,
+            module_types=dict(tracker.types),
+            stacks=stacks,
+            ops=self.ops,
+            computed=self._computed,
+        )
+
+
+class _NullTracker:
+    path = ""
+    suppress = 0
+    roots: dict[int, torch.nn.Module] = {}
+    names: dict[int, str] = {}
+    types: dict[str, str] = {}
+
+    def backward_path(self, node: Any) -> str:
+        return ""
+
+    def remove(self) -> None:
+        return None
+
+
+def _device_name(device: Any) -> str:
+    if device.type == "cuda" and device.index is None:
+        return "cuda:0"
+    return str(device)
+
+
+def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", strict: bool = False,
+          registry: Registry | None = None, **model_kwargs: Any) -> Measurement:
+    """Run ``model(*inputs, **model_kwargs)`` under a :class:`FlopCounter` and return its Measurement.
+
+    With ``compute=False`` the model runs on fake tensors: no arithmetic runs
+    and no activations are allocated, and the counts equal a real run's.
+    A model whose control flow needs tensor values raises
+    :class:`ComputeFreeError` naming the op; use ``compute=True`` for it.
+    """
+    module = model if isinstance(model, torch.nn.Module) else None
+    if compute:
+        with FlopCounter(ops, strict, registry=registry, model=module) as counter:
+            model(*inputs, **model_kwargs)
+        assert counter.measurement is not None
+        return counter.measurement
+    return _count_fake(model, module, inputs, model_kwargs, ops, strict, registry)
+
+
+def _count_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
+                registry: Registry | None) -> Measurement:
+    from torch._subclasses import fake_tensor as ft
+    from torch.utils._pytree import tree_map
+
+    fake_mode = ft.FakeTensorMode(allow_non_fake_inputs=True)
+
+    def to_fake(value: Any) -> Any:
+        return fake_mode.from_tensor(value) if isinstance(value, torch.Tensor) else value
+
+    inputs, kwargs = tree_map(to_fake, (inputs, kwargs))
+    errors = (ft.DataDependentOutputException, ft.DynamicOutputShapeException, ft.UnsupportedOperatorException)
+    with fake_mode:
+        counter = FlopCounter(ops, strict, registry=registry, model=module, _computed=False)
+        try:
+            with counter:
+                model(*inputs, **kwargs)
+        except errors as exc:
+            op = getattr(exc, "func", None)
+            raise ComputeFreeError(
+                f"count(compute=False) cannot run {type(model).__name__}: op {op} needs real tensor values "
+                f"({type(exc).__name__}); use compute=True for this model"
+            ) from exc
+        except RuntimeError as exc:
+            if "data-dependent" in str(exc) or "Data dependent" in str(exc):
+                raise ComputeFreeError(
+                    f"count(compute=False) cannot run {type(model).__name__}: its control flow depends on "
+                    f"tensor values ({str(exc).splitlines()[0]}); use compute=True for this model"
+                ) from exc
+            raise
+    assert counter.measurement is not None
+    return counter.measurement

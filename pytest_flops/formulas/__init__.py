@@ -1,0 +1,14 @@
+"""Built-in formulas, grouped by kind of op. Importing this package registers them.
+
+Each module registers its formulas into :data:`pytest_flops.registry.DEFAULT_REGISTRY`
+beside their definitions. Conventions (see ``docs/flops.md``): one multiply-add
+is 2 FLOPs; matmul-class work (matmul, conv, attention) also counts as MACs
+(FLOPs / 2); every other category counts only with ``ops="all"``.
+"""
+
+from . import matmul, attention, zero  # noqa: F401  (registration side effects)
+
+try:  # formulas that only count with ops="all"
+    from . import norm, pointwise, reduction  # noqa: F401
+except ImportError:  # pragma: no cover - kept importable while modules are added
+    pass

@@ -1,0 +1,132 @@
+"""The result of one count: plain, immutable data that every later layer passes around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .units import format_quantity
+
+__all__ = ["Measurement", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """FLOPs, MACs and parameters of one counted run.
+
+    ``by_module`` maps qualified module names to the FLOPs spent inside them
+    (parents include their children; the root is named by its class).
+    ``stacks`` maps folded stacks (``Root;layers.0;layers.0.attn;aten.bmm``)
+    to the FLOPs of that op in that innermost module: the source of every
+    per-module and per-op figure, and a flame graph as it stands.
+    """
+
+    name: str
+    flops: int
+    macs: int
+    params: int
+    trainable_params: int
+    forward_flops: int
+    backward_flops: int
+    by_module: Mapping[str, int] = field(default_factory=dict)
+    by_op: Mapping[str, int] = field(default_factory=dict)
+    by_category: Mapping[str, int] = field(default_factory=dict)
+    uncounted: Mapping[str, int] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+    module_types: Mapping[str, str] = field(default_factory=dict)
+    stacks: Mapping[str, int] = field(default_factory=dict)
+    ops: str = "matmul"
+    computed: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- views -----------------------------------------------------------
+    def top_modules(self, n: int = 5, depth: int | None = None) -> list[tuple[str, int]]:
+        """The ``n`` most expensive modules below the root (deepest first on ties).
+
+        Modules whose FLOPs equal their only child's are skipped, so the list
+        names the layers that spend, not the containers that wrap them.
+        """
+        items = [(k, v) for k, v in self.by_module.items() if k != self.name and v > 0]
+        if depth is not None:
+            items = [(k, v) for k, v in items if k.count(".") < depth]
+        items.sort(key=lambda kv: (-kv[1], -kv[0].count("."), kv[0]))
+        leaves: list[tuple[str, int]] = []
+        for name, value in items:
+            if any(child.startswith(name + ".") and v == value for child, v in items):
+                continue
+            leaves.append((name, value))
+        return leaves[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe data; ``Measurement.from_dict(m.to_dict()) == m``."""
+        return {
+            "name": self.name,
+            "flops": self.flops,
+            "macs": self.macs,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "forward_flops": self.forward_flops,
+            "backward_flops": self.backward_flops,
+            "by_module": dict(self.by_module),
+            "by_op": dict(self.by_op),
+            "by_category": dict(self.by_category),
+            "uncounted": dict(self.uncounted),
+            "devices": list(self.devices),
+            "module_types": dict(self.module_types),
+            "stacks": dict(self.stacks),
+            "ops": self.ops,
+            "computed": self.computed,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "devices" in known:
+            known["devices"] = tuple(known["devices"])
+        missing = {"name", "flops", "macs", "params", "trainable_params", "forward_flops", "backward_flops"} - known.keys()
+        if missing:
+            raise ValueError(f"measurement data lacks {', '.join(sorted(missing))}")
+        return cls(**known)
+
+    def table(self, depth: int | None = 3, min_share: float = 0.0) -> str:
+        """A per-module table: module, FLOPs, share of the total, MACs-class share."""
+        total = self.flops or 1
+        rows = [("module", "type", "FLOPs", "%")]
+        for name, value in self.by_module.items():
+            level = 0 if name == self.name else name.count(".") + 1
+            if depth is not None and level > depth:
+                continue
+            if name != self.name and value / total < min_share:
+                continue
+            label = "  " * min(level, 1) + "  " * max(level - 2, 0) + name
+            rows.append((label, self.module_types.get(name, ""), format_quantity(value), f"{100 * value / total:.1f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}" for r in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.name}: {format_quantity(self.flops, 'FLOPs')}",
+            f"{format_quantity(self.macs, 'MACs')}",
+            f"{format_quantity(self.params)} params",
+        ]
+        if self.backward_flops:
+            parts.append(
+                f"forward {format_quantity(self.forward_flops, 'FLOPs')}, backward {format_quantity(self.backward_flops, 'FLOPs')}"
+            )
+        if self.devices:
+            parts.append("on " + ", ".join(self.devices))
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        text = self.summary() + "\n" + self.table()
+        if self.uncounted:
+            calls = ", ".join(f"{op} x{n}" for op, n in sorted(self.uncounted.items()))
+            text += f"\nuncounted ops (no formula): {calls}"
+        return text

@@ -1,0 +1,180 @@
+"""Which module is running: global module hooks, qualified names, and the
+forward intervals that let backward ops be charged to the module that
+created them.
+
+The tracker keeps a stack of qualified module names while forward runs. For
+backward, each module call records the range of autograd sequence numbers
+created inside it; the autograd node that runs a backward op carries its
+sequence number, so the innermost range that holds it names the module.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch.nn.modules import module as _module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .counter import FlopCounter
+
+__all__ = ["ModuleTracker"]
+
+_get_seq = torch.autograd._get_sequence_nr
+_grad_enabled = torch.is_grad_enabled
+
+# Frame kinds
+_PLAIN, _FORMULA, _FAST, _INSIDE_FORMULA = 0, 1, 2, 3
+
+
+class ModuleTracker:
+    """Global forward hooks that maintain the current module path for one counter."""
+
+    def __init__(self, counter: "FlopCounter", root: torch.nn.Module | None = None) -> None:
+        self.counter = counter
+        self.names: dict[int, str] = {}
+        self.types: dict[str, str] = {}
+        self.roots: dict[int, torch.nn.Module] = {}
+        self.stack: list[str] = []
+        self.path = ""  # ";".join(stack), the key ops are charged to
+        self.frames: list[tuple[Any, ...]] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.call_paths: list[str] = []
+        self.suppress = 0
+        self._thread = threading.get_ident()
+        self._handles: list[Any] = []
+        self._backward_cache: dict[int, str] = {}
+        self._root_names: dict[str, int] = {}
+        if root is not None:
+            self._add_root(root)
+
+    # -- naming -------------------------------------------------------------
+    def _add_root(self, module: torch.nn.Module) -> str:
+        base = type(module).__name__
+        n = self._root_names.get(base, 0) + 1
+        self._root_names[base] = n
+        name = base if n == 1 else f"{base}#{n}"
+        prefix = "" if not self.roots else name + "."
+        self.roots[id(module)] = module
+        names = self.names
+        for sub_name, sub in module.named_modules():
+            if sub_name and id(sub) not in names:
+                names[id(sub)] = prefix + sub_name
+        names[id(module)] = name
+        return name
+
+    def _name(self, module: torch.nn.Module) -> str:
+        name = self.names.get(id(module))
+        if name is None:
+            if not self.stack:
+                name = self._add_root(module)
+            else:
+                parent = self.stack[-1]
+                if len(self.stack) == 1:  # child of a root: names are relative to it
+                    name = type(module).__name__
+                else:
+                    name = f"{parent}.{type(module).__name__}"
+                self.names[id(module)] = name
+        return name
+
+    # -- hooks --------------------------------------------------------------
+    def install(self) -> None:
+        self._handles = [
+            _module.register_module_forward_pre_hook(self._pre),
+            _module.register_module_forward_hook(self._post, always_call=True),
+        ]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        counter = self.counter
+        # An exception that escaped a fast-path module must not leave our mode popped.
+        while self.frames:
+            frame = self.frames.pop()
+            if frame[0] == _FAST:
+                counter._resume_mode()
+
+    def _pre(self, module: torch.nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        if self.suppress:
+            self.suppress += 1
+            self.frames.append((_INSIDE_FORMULA, module))
+            return
+        name = self.names.get(id(module)) or self._name(module)
+        stack = self.stack
+        if name not in self.types:
+            self.types[name] = type(module).__name__
+            self.counter._seen_module(name)
+        old_path = self.path
+        stack.append(name)
+        self.path = name if not old_path else old_path + ";" + name
+        index = -1
+        if _grad_enabled():
+            index = len(self.starts)
+            self.starts.append(_get_seq())
+            self.ends.append(1 << 62)
+            self.call_paths.append(self.path)
+        counter = self.counter
+        formula = counter._module_formula(type(module))
+        if formula is not None:
+            self.suppress = 1
+            self.frames.append((_FORMULA, module, old_path, index, formula))
+            return
+        fast = counter._fast_formula(module, args)
+        if fast is not None:
+            self.frames.append((_FAST, module, old_path, index, fast))
+            return
+        self.frames.append((_PLAIN, module, old_path, index))
+
+    def _post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() != self._thread or not self.frames:
+            return
+        frame = self.frames.pop()
+        kind = frame[0]
+        if kind == _INSIDE_FORMULA:
+            self.suppress -= 1
+            return
+        counter = self.counter
+        try:
+            if kind == _FAST:
+                counter._resume_mode()
+                if output is not None:
+                    fast: Callable[..., Any] = frame[4]
+                    counter._record_module(self.path, module, fast, args, output)
+            elif kind == _FORMULA:
+                self.suppress = 0
+                if output is not None:
+                    fn, category = frame[4]
+                    counter._record_module_formula(self.path, module, fn, category, args, output)
+        finally:
+            index = frame[3]
+            if index >= 0:
+                self.ends[index] = _get_seq()
+            self.stack.pop()
+            self.path = frame[2]
+
+    # -- backward attribution ---------------------------------------------
+    def backward_path(self, node: Any) -> str:
+        """The module path of the forward call that created autograd ``node``."""
+        try:
+            seq = node._sequence_nr()
+        except Exception:  # pragma: no cover - exotic nodes
+            return ""
+        cached = self._backward_cache.get(seq)
+        if cached is not None:
+            return cached
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, seq) - 1
+        path = ""
+        while i >= 0:
+            if starts[i] <= seq < ends[i]:
+                path = self.call_paths[i]
+                break
+            i -= 1
+        self._backward_cache[seq] = path
+        return path

@@ -1,0 +1,78 @@
+"""Parsing and formatting of quantities such as ``"4.1G"`` or ``"8.2 GFLOPs"``.
+
+Decimal SI suffixes only (K = 1e3, M = 1e6, G = 1e9, T = 1e12, P = 1e15),
+case-insensitive, with an optional unit word (FLOPs, FLOP, MACs, MAC,
+params, parameters). No torch import here: budgets are parsed at collection.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["parse_quantity", "format_quantity", "ACCEPTED_FORMS"]
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+_UNITS = ("flops", "flop", "macs", "mac", "params", "param", "parameters")
+_PATTERN = re.compile(
+    r"^\s*(?P<num>[+]?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*"
+    r"(?P<suffix>[kmgtp]?)\s*(?P<unit>" + "|".join(_UNITS) + r")?\s*$",
+    re.IGNORECASE,
+)
+ACCEPTED_FORMS = (
+    "a non-negative int or float, or a string such as '4100000000', '4.1G', '8.2 GFLOPs', "
+    "'25.6M params' (suffixes K, M, G, T, P)"
+)
+
+
+def parse_quantity(value: object) -> int:
+    """Return the integer that ``value`` denotes.
+
+    >>> parse_quantity("4.1G")
+    4100000000
+    >>> parse_quantity("8.2 GFLOPs")
+    8200000000
+    >>> parse_quantity(25_600_000)
+    25600000
+
+    Raises ``ValueError`` naming the bad value and the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid quantity {value!r}: expected {ACCEPTED_FORMS}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid quantity {value!r}: must not be negative; expected {ACCEPTED_FORMS}")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"invalid quantity {value!r}: expected {ACCEPTED_FORMS}")
+        return round(value)
+    if isinstance(value, str):
+        match = _PATTERN.match(value)
+        if match is not None:
+            number = match.group("num").replace("_", "")
+            scale = _SUFFIXES[match.group("suffix").lower()]
+            if re.fullmatch(r"\+?\d+", number):
+                return int(number) * scale
+            result = float(number) * scale
+            if math.isfinite(result):
+                return round(result)
+    raise ValueError(f"invalid quantity {value!r}: expected {ACCEPTED_FORMS}")
+
+
+def format_quantity(n: float, unit: str = "", precision: int = 2) -> str:
+    """Format ``n`` with the largest SI suffix that keeps it >= 1.
+
+    >>> format_quantity(9_410_000_000, "FLOPs")
+    '9.41 GFLOPs'
+    >>> format_quantity(512)
+    '512'
+    """
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for suffix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            text = f"{sign}{n / scale:.{precision}f} {suffix}"
+            return text + unit if unit else text.replace(" ", "")
+    text = f"{sign}{n:g}" if isinstance(n, float) and not float(n).is_integer() else f"{sign}{int(n)}"
+    return f"{text} {unit}" if unit else text
