@@ -1,1 +1,246 @@
-"""pytest plugin (being built)."""
+"""The pytest plugin ``flops``: options, the ``max_flops`` marker, the ``flops`` fixture, the report.
+
+Wiring only: counting lives in :mod:`pytest_flops.counter`, budgets in
+:mod:`pytest_flops.budgets`, rendering in :mod:`pytest_flops.report`. torch is
+imported lazily, when a test first measures something.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import pytest
+
+from .budgets import Budget, BudgetError, check, failure_message, parse_budget
+
+MARKER = "max_flops"
+_BUDGET = pytest.StashKey[Budget]()
+_MEASUREMENTS = pytest.StashKey[list]()
+_REGISTRY = pytest.StashKey[Any]()
+_REPORT_CHOICES = ("short", "full", "off")
+_OPS_CHOICES = ("matmul", "all")
+
+
+# -- options ------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flops", "FLOP budgets (pytest-flops)")
+    group.addoption("--flops-report", nargs="?", const="short", default=None, metavar="short|full",
+                    help="print a per-test FLOPs/MACs/params table after the run; 'full' adds each test's top modules")
+    group.addoption("--flops-ops", default=None, metavar="matmul|all",
+                    help="what to count: 'matmul' (matmul, conv, attention; default) or 'all' (also norms, "
+                         "pointwise, reductions, pooling)")
+    group.addoption("--flops-strict", action="store_true", default=None,
+                    help="fail a measurement that ran ops without a FLOP formula")
+    parser.addini("flops_report", "report after the run: short, full or off (default off)", default="off")
+    parser.addini("flops_ops", "what to count: matmul (default) or all", default="matmul")
+    parser.addini("flops_strict", "fail measurements that ran ops without a formula", type="bool", default=False)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _setting(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name)
+    return value if value is not None else config.getini(name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(flops=None, *, macs=None, params=None, ops=None): fail the test when a model it measures "
+        "exceeds this FLOP / MAC / parameter budget (values like '8.3G', 25_600_000, '25.6M').",
+    )
+    report = _setting(config, "flops_report") or "off"
+    if report not in _REPORT_CHOICES:
+        raise pytest.UsageError(
+            f"--flops-report={report!r} is not valid: expected 'short' or 'full' "
+            "(write paths before --flops-report, or use --flops-report=full)"
+        )
+    ops = _setting(config, "flops_ops")
+    if ops not in _OPS_CHOICES:
+        raise pytest.UsageError(f"flops_ops={ops!r} is not valid: expected 'matmul' or 'all'")
+    config.stash[_SESSION] = FlopsSession(config, report, ops, bool(_setting(config, "flops_strict")))
+
+
+# -- the session's state --------------------------------------------------------
+class FlopsSession:
+    """Records of measured tests, in the order their reports arrive (also from xdist workers)."""
+
+    def __init__(self, config: pytest.Config, report: str, ops: str, strict: bool) -> None:
+        self.config = config
+        self.report = report
+        self.ops = ops
+        self.strict = strict
+        self.records: list[dict[str, Any]] = []
+        self.is_worker = hasattr(config, "workerinput")
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+
+_SESSION = pytest.StashKey[FlopsSession]()
+
+
+def _session(config: pytest.Config) -> FlopsSession:
+    return config.stash[_SESSION]
+
+
+# -- marker -------------------------------------------------------------------
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker(MARKER)
+        if marker is None:
+            continue
+        try:
+            item.stash[_BUDGET] = parse_budget(marker.args, marker.kwargs)
+        except BudgetError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+
+
+def _registry(item: pytest.Item) -> Any:
+    """The item's registry: the global one plus formulas from conftest files and plugins (via item.ihook)."""
+    registry = item.stash.get(_REGISTRY, None)
+    if registry is None:
+        from .registry import DEFAULT_REGISTRY
+
+        registry = DEFAULT_REGISTRY.child()
+        item.ihook.pytest_flops_register_formulas(registry=registry)
+        item.stash[_REGISTRY] = registry
+    return registry
+
+
+def _ops_for(item: pytest.Item) -> str:
+    budget = item.stash.get(_BUDGET, None)
+    if budget is not None and budget.ops:
+        return budget.ops
+    return _session(item.config).ops
+
+
+def _on_measurement(item: pytest.Item, measurement: Any) -> None:
+    item.stash.setdefault(_MEASUREMENTS, []).append(measurement)
+    item.ihook.pytest_flops_measurement(item=item, measurement=measurement)
+
+
+# -- fixture ------------------------------------------------------------------
+@pytest.fixture
+def flops(request: pytest.FixtureRequest) -> Any:
+    """Measure models inside a test: ``m = flops(model, x)``; ``with flops.counting(): ...``."""
+    from .fixture import FlopsFixture
+
+    item = request.node
+    session = _session(request.config)
+    return FlopsFixture(_ops_for(item), session.strict, lambda: _registry(item),
+                        lambda m: _on_measurement(item, m))
+
+
+# -- running a test -----------------------------------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    budget = item.stash.get(_BUDGET, None)
+    if budget is None:
+        return (yield)
+    if "flops" in getattr(item, "fixturenames", ()):
+        result = yield  # a failure of the test itself propagates unchanged
+        measurements = item.stash.get(_MEASUREMENTS, [])
+        if not measurements:
+            pytest.fail(
+                f"{MARKER}: {item.name} measured nothing: call flops(model, *inputs) or use "
+                "'with flops.counting():' in the test, or drop the flops fixture to measure the whole test",
+                pytrace=False,
+            )
+    else:
+        from .counter import FlopCounter
+
+        session = _session(item.config)
+        counter = FlopCounter(_ops_for(item), session.strict, registry=_registry(item))
+        with counter:
+            result = yield
+        measurement = counter.measurement
+        if measurement is None or (not measurement.by_module and not measurement.flops):
+            pytest.fail(
+                f"{MARKER}: {item.name} measured nothing: no torch.nn module or counted op ran during the test "
+                "call (code in fixtures is not measured; use the flops fixture to measure a model explicitly)",
+                pytrace=False,
+            )
+        _on_measurement(item, measurement)
+        measurements = [measurement]
+    failures = []
+    for measurement in measurements:
+        verdict = check(measurement, budget)
+        if not verdict.ok:
+            failures.append(failure_message(measurement, verdict))
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, Any]:
+    report = yield
+    if call.when == "call" or (call.when == "setup" and report.outcome != "passed"):
+        measurements = item.stash.get(_MEASUREMENTS, [])
+        if measurements:
+            budget = item.stash.get(_BUDGET, None)
+            record: dict[str, Any] = {
+                "nodeid": item.nodeid,
+                "budget": budget.to_dict() if budget else None,
+                "measurements": [m.to_dict() for m in measurements],
+                "verdicts": [check(m, budget).to_dict() for m in measurements] if budget else None,
+                "worker": getattr(item.config, "workerinput", {}).get("workerid"),
+            }
+            report.flops = record  # travels to the xdist controller with the report
+            last = measurements[-1]
+            for name in ("flops", "macs", "params"):
+                value = max(getattr(m, name) for m in measurements)
+                report.user_properties.append((name, value))
+            if len(measurements) > 1 or last.backward_flops:
+                report.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
+                report.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    record = getattr(report, "flops", None)
+    if not record:
+        return
+    config = _current_config
+    if config is None:
+        return
+    record = dict(record)
+    record["outcome"] = report.outcome
+    _session(config).add(record)
+
+
+_current_config: pytest.Config | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _current_config
+    _current_config = session.config
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _current_config
+    if _current_config is config:
+        _current_config = None
+
+
+# -- report -------------------------------------------------------------------
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    session = _session(config)
+    if session.is_worker or session.report == "off":
+        return
+    from .report import render_table
+
+    terminalreporter.section("flops report")
+    width = getattr(terminalreporter, "_tw", None)
+    width = width.fullwidth if width is not None else 120
+    extra = []
+    if any(r.get("worker") for r in session.records):
+        extra.append(("worker", lambda row: row.get("worker") or "-"))
+    for line in render_table(session.records, width=width, full=session.report == "full", extra_columns=extra):
+        terminalreporter.write_line(line)

@@ -1,0 +1,66 @@
+"""The ``flops`` fixture object: measure a model (or a block of code) inside a test."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+__all__ = ["FlopsFixture"]
+
+
+class FlopsFixture:
+    """Measures models inside one test.
+
+    ``flops(model, *inputs, **kwargs)`` runs ``model`` under a counter and
+    returns the :class:`~pytest_flops.Measurement`; ``flops.counting()`` is the
+    context-manager form for training steps and loops; ``flops.measurements``
+    lists what the test measured. Formulas registered through the fixture
+    apply to this test only.
+    """
+
+    def __init__(self, ops: str, strict: bool, registry_factory: Callable[[], Any],
+                 on_measurement: Callable[[Any], None]) -> None:
+        self.ops = ops
+        self.strict = strict
+        self._registry_factory = registry_factory
+        self._registry: Any = None
+        self._on_measurement = on_measurement
+        self.measurements: list[Any] = []
+
+    @property
+    def registry(self) -> Any:
+        """This test's registry: the conftest/plugin formulas plus those registered here."""
+        if self._registry is None:
+            self._registry = self._registry_factory().child()
+        return self._registry
+
+    def register_module_formula(self, module_type: type, fn: Callable[..., int], category: str = "custom") -> None:
+        self.registry.register_module_formula(module_type, fn, category)
+
+    def register_op_formula(self, op: Any, fn: Callable[..., Any], category: str = "custom") -> None:
+        self.registry.register_op_formula(op, fn, category)
+
+    def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, **kwargs: Any) -> Any:
+        from .counter import count
+
+        measurement = count(model, *inputs, compute=compute, ops=ops or self.ops, strict=self.strict,
+                            registry=self.registry, **kwargs)
+        self._record(measurement)
+        return measurement
+
+    @contextlib.contextmanager
+    def counting(self, model: Any = None, ops: str | None = None) -> Iterator[Any]:
+        """Count everything run inside the block; ``.measurement`` is set on the yielded counter at exit.
+
+        Pass ``model`` to name the measurement after it and count its parameters.
+        """
+        from .counter import FlopCounter
+
+        counter = FlopCounter(ops or self.ops, self.strict, registry=self.registry, model=model)
+        with counter:
+            yield counter
+        self._record(counter.measurement)
+
+    def _record(self, measurement: Any) -> None:
+        self.measurements.append(measurement)
+        self._on_measurement(measurement)
