@@ -36,6 +36,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("flops_strict", "fail measurements that ran ops without a formula", type="bool", default=False)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Let ``pytest --flops-report tests/`` mean ``--flops-report=short tests/``.
+
+    ``--flops-report`` takes an optional value; without this, argparse would
+    read the path after it as that value.
+    """
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--":
+            break
+        if arg == "--flops-report" and args[i + 1] not in _REPORT_CHOICES:
+            args.insert(i + 1, "short")
+            break
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspecs
 

@@ -95,7 +95,10 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
              format_quantity(total_macs), "", "", "", ""] + ["" for _ in extra_columns] + [""]
     widths = [max(len(h), *(len(c[i]) for c in body + [total])) for i, h in enumerate(headers)]
     fixed = sum(widths[1:]) + 2 * (len(headers) - 1)
-    widths[0] = max(20, min(widths[0], width - fixed))
+    # Too narrow for the test ids: give each row's test id a line of its own.
+    two_lines = widths[0] + fixed > width
+    if two_lines:
+        widths[0] = len("total")
     right = {1, 2, 3, 5}
 
     def line(cells: Sequence[str]) -> str:
@@ -107,6 +110,9 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
 
     lines = [line(headers), "-" * min(width, sum(widths) + 2 * (len(widths) - 1))]
     for cells, r in zip(body, table):
+        if two_lines:
+            lines.append(cells[0])
+            cells = [""] + cells[1:]
         lines.append(line(cells))
         if full:
             m = r["measurement"]
