@@ -77,7 +77,9 @@ def pytest_configure(config: pytest.Config) -> None:
     ops = _setting(config, "flops_ops")
     if ops not in _OPS_CHOICES:
         raise pytest.UsageError(f"flops_ops={ops!r} is not valid: expected 'matmul' or 'all'")
-    config.stash[_SESSION] = FlopsSession(config, report, ops, bool(_setting(config, "flops_strict")))
+    session = FlopsSession(config, report, ops, bool(_setting(config, "flops_strict")))
+    config.stash[_SESSION] = session
+    config.pluginmanager.register(session, "flops-session")
 
 
 # -- the session's state --------------------------------------------------------
@@ -94,6 +96,12 @@ class FlopsSession:
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+
+    # Registered as a plugin object per config, so these hooks see this session only.
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "flops", None)
+        if record:
+            self.add({**record, "outcome": report.outcome})
 
 
 _SESSION = pytest.StashKey[FlopsSession]()
@@ -215,33 +223,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 report.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
                 report.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
     return report
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    record = getattr(report, "flops", None)
-    if not record:
-        return
-    config = _current_config
-    if config is None:
-        return
-    record = dict(record)
-    record["outcome"] = report.outcome
-    _session(config).add(record)
-
-
-_current_config: pytest.Config | None = None
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    global _current_config
-    _current_config = session.config
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    global _current_config
-    if _current_config is config:
-        _current_config = None
 
 
 # -- report -------------------------------------------------------------------
