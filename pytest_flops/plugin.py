@@ -202,6 +202,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, Any]:
+    if call.when == "call":
+        measurements = item.stash.get(_MEASUREMENTS, [])
+        if measurements:  # on the item, so every later report (junitxml reads teardown's) carries them
+            for name in ("flops", "macs", "params"):
+                item.user_properties.append((name, max(getattr(m, name) for m in measurements)))
+            if len(measurements) > 1 or any(m.backward_flops for m in measurements):
+                item.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
+                item.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
     report = yield
     if call.when == "call" or (call.when == "setup" and report.outcome != "passed"):
         measurements = item.stash.get(_MEASUREMENTS, [])
@@ -215,13 +223,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 "worker": getattr(item.config, "workerinput", {}).get("workerid"),
             }
             report.flops = record  # travels to the xdist controller with the report
-            last = measurements[-1]
-            for name in ("flops", "macs", "params"):
-                value = max(getattr(m, name) for m in measurements)
-                report.user_properties.append((name, value))
-            if len(measurements) > 1 or last.backward_flops:
-                report.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
-                report.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
     return report
 
 

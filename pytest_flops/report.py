@@ -125,7 +125,7 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
                 lines.append(f"    uncounted: {calls}")
     lines.append("-" * min(width, sum(widths) + 2 * (len(widths) - 1)))
     lines.append(line(total))
-    lines.append(f"{n_tests} tests, {len(table)} measurements")
+    lines.append(f"{n_tests} test{'s' if n_tests != 1 else ''}, {len(table)} measurement{'s' if len(table) != 1 else ''}")
     return lines
 
 

@@ -1,0 +1,6 @@
+# pytester is enabled through addopts (-p pytester) in pyproject.toml.
+#
+# In-process pytester runs restore sys.modules after each run; torch cannot be
+# imported twice in one process, so import it (and the counter) once up front.
+import torch  # noqa: F401
+import pytest_flops.counter  # noqa: F401
