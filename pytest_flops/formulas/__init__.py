@@ -6,9 +6,4 @@ is 2 FLOPs; matmul-class work (matmul, conv, attention) also counts as MACs
 (FLOPs / 2); every other category counts only with ``ops="all"``.
 """
 
-from . import matmul, attention, zero  # noqa: F401  (registration side effects)
-
-try:  # formulas that only count with ops="all"
-    from . import norm, pointwise, reduction  # noqa: F401
-except ImportError:  # pragma: no cover - kept importable while modules are added
-    pass
+from . import matmul, attention, zero, norm, pointwise, reduction  # noqa: F401  (registration side effects)

@@ -59,6 +59,13 @@ ZERO_COST_ATEN = (
     "dim", "is_contiguous", "sym_is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense",
     "_nested_tensor_size", "_nested_tensor_strides", "_nested_tensor_storage_offsets", "is_pinned",
     "_version", "_is_any_true", "_is_all_true", "_local_scalar_dense",
+    # sign-like and identity ops, max-pool gradients (scatters), nearest resampling (copies)
+    "sgn", "sgn_", "sign_", "heaviside", "heaviside_", "positive", "adaptive_max_pool2d_backward",
+    "adaptive_max_pool3d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
+    "max_pool2d_backward", "mkldnn_max_pool2d_backward", "mkldnn_max_pool3d_backward", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d", "_foreach_zero_", "_foreach_copy_", "_foreach_copy", "_foreach_sign",
+    "_foreach_sign_",
 )
 
 DEFAULT_REGISTRY.register_zero_cost(*(getattr(aten, name) for name in ZERO_COST_ATEN if hasattr(aten, name)))
@@ -77,11 +84,18 @@ COLLECTIVES = {
         "all_reduce", "all_reduce_", "all_reduce_coalesced", "all_reduce_coalesced_", "all_gather_into_tensor",
         "all_gather_into_tensor_out", "all_gather_into_tensor_coalesced", "reduce_scatter_tensor",
         "reduce_scatter_tensor_coalesced", "all_to_all_single", "broadcast", "broadcast_", "wait_tensor",
+        "_wrap_tensor_autograd", "isend", "irecv", "batch_p2p_ops",
     ),
+    "_c10d_functional_autograd": ("all_gather_into_tensor", "all_to_all_single", "reduce_scatter_tensor"),
 }
 
 if torch.distributed.is_available():
     import torch.distributed  # noqa: F401  (registers the c10d ops)
+
+    try:  # defines _c10d_functional._wrap_tensor_autograd, which functional collectives run
+        import torch.distributed._functional_collectives  # noqa: F401
+    except Exception:  # pragma: no cover
+        pass
 
 for _namespace, _names in COLLECTIVES.items():
     for _name in _names:
