@@ -74,6 +74,10 @@ def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
     return None
 
 
+#: Module attribute types that select which ops a zero-cost fast-path module runs (training, inplace, ...).
+_CONFIG_TYPES = (bool, int, float, str, tuple, type(None))
+
+
 _nn = torch.nn
 #: Exact module types counted from their call with ops="matmul": formula, and the input rank they need.
 _FAST_TYPES: dict[type, tuple[Callable[..., Any], int | None]] = {
@@ -116,6 +120,8 @@ class _Mode(TorchDispatchMode):
             counter._record_uncounted(func)
             return out
         fn, category, label = handler
+        if "out" in kwargs:  # an out= variant: the formula gets the output as ``out``
+            kwargs = {k: v for k, v in kwargs.items() if k != "out"}
         try:
             flops = fn(*args, out=out, **kwargs)
         except Exception as exc:
@@ -164,6 +170,10 @@ class FlopCounter:
         self._by_category: dict[str, int] = {}
         self._by_module_seen: dict[str, None] = {}
         self._uncounted: Counter[str] = Counter()
+        self._uncounted_calls = 0
+        # Zero-cost fast-path modules, by call signature: True once a call through the dispatch mode
+        # showed that all their ops are known (so skipping them loses nothing), False if not.
+        self._zero_known: dict[tuple, bool] = {}
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
@@ -255,6 +265,7 @@ class FlopCounter:
 
     def _record_uncounted(self, func: Any) -> None:
         self._uncounted[str(func._overloadpacket)] += 1
+        self._uncounted_calls += 1
 
     # -- called by the tracker ---------------------------------------------
     def _seen_module(self, name: str) -> None:
@@ -282,8 +293,27 @@ class FlopCounter:
         n = _len_stack()
         if not n or _stack_at(n - 1) is not self._mode:
             return None
+        if spec[0] is _zero_fast:
+            # Skipping the ops of e.g. nn.ReLU is only exact if none of them is uncounted: the first call of
+            # each signature runs through the dispatch mode as a probe (a tuple), later ones take the fast path.
+            key = (type(module), torch.is_grad_enabled(), x.dtype, x.device.type, x.dim(), x.requires_grad,
+                   tuple([v for v in module.__dict__.values() if type(v) in _CONFIG_TYPES]))
+            known = self._zero_known.get(key)
+            if known is None:
+                return (key, self._uncounted_calls, self._forward, self._backward)
+            if not known:
+                return None
         _pop_stack(None)
         return spec[0]
+
+    def _end_probe(self, probe: tuple, output: Any) -> None:
+        key, uncounted, forward, backward = probe
+        if output is not None:
+            self._zero_known[key] = (uncounted, forward, backward) == (
+                self._uncounted_calls, self._forward, self._backward)
+        device = getattr(output, "device", None)
+        if device is not None:
+            self._devices.add(device)
 
     def _resume_mode(self) -> None:
         _push_stack(self._mode)
@@ -396,19 +426,28 @@ def _device_name(device: Any) -> str:
 
 
 def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", strict: bool = False,
-          registry: Registry | None = None, **model_kwargs: Any) -> Measurement:
+          registry: Registry | None = None, timed: bool = False, **model_kwargs: Any) -> Measurement:
     """Run ``model(*inputs, **model_kwargs)`` under a :class:`FlopCounter` and return its Measurement.
 
     With ``compute=False`` the model runs on fake tensors: no arithmetic runs
     and no activations are allocated, and the counts equal a real run's.
     A model whose control flow needs tensor values raises
     :class:`ComputeFreeError` naming the op; use ``compute=True`` for it.
+    With ``timed=True`` the model then runs once more, uncounted and timed
+    (CUDA events on CUDA): ``extra["time_s"]`` and ``extra["flops_per_s"]``.
     """
     module = model if isinstance(model, torch.nn.Module) else None
+    if timed and not compute:
+        raise ValueError("count(timed=True) needs compute=True: a run on fake tensors takes no real time")
     if compute:
         with FlopCounter(ops, strict, registry=registry, model=module) as counter:
             model(*inputs, **model_kwargs)
         assert counter.measurement is not None
+        if timed:
+            from .timing import time_call, with_timing
+
+            seconds, timer = time_call(lambda: model(*inputs, **model_kwargs), counter.measurement.devices)
+            return with_timing(counter.measurement, seconds, timer)
         return counter.measurement
     return _count_fake(model, module, inputs, model_kwargs, ops, strict, registry)
 

@@ -26,7 +26,7 @@ _get_seq = torch.autograd._get_sequence_nr
 _grad_enabled = torch.is_grad_enabled
 
 # Frame kinds
-_PLAIN, _FORMULA, _FAST, _INSIDE_FORMULA = 0, 1, 2, 3
+_PLAIN, _FORMULA, _FAST, _INSIDE_FORMULA, _PROBE = 0, 1, 2, 3, 4
 
 
 class ModuleTracker:
@@ -127,7 +127,8 @@ class ModuleTracker:
             return
         fast = counter._fast_formula(module, args)
         if fast is not None:
-            self.frames.append((_FAST, module, old_path, index, fast))
+            # A tuple: a zero-cost module's first call, run through the dispatch mode to check its ops.
+            self.frames.append((_PROBE if type(fast) is tuple else _FAST, module, old_path, index, fast))
             return
         self.frames.append((_PLAIN, module, old_path, index))
 
@@ -146,6 +147,8 @@ class ModuleTracker:
                 if output is not None:
                     fast: Callable[..., Any] = frame[4]
                     counter._record_module(self.path, module, fast, args, output)
+            elif kind == _PROBE:
+                counter._end_probe(frame[4], output)
             elif kind == _FORMULA:
                 self.suppress = 0
                 if output is not None:

@@ -14,7 +14,6 @@ import math
 from typing import Any, Mapping
 
 import torch
-from torch.utils import flop_counter as _fc
 
 from ..registry import DEFAULT_REGISTRY
 
@@ -55,17 +54,14 @@ def sdpa_flop(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kwargs: Any
     aten._scaled_dot_product_efficient_attention_backward, aten._scaled_dot_product_flash_attention_backward,
     aten._scaled_dot_product_cudnn_attention_backward, category="attention")
 def sdpa_backward_flop(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
-    """SDPA backward: ``torch.utils.flop_counter.sdpa_backward_flop_count`` (recompute the scores, then
-    the gradients of P, V, Q and K: 4 batched products, 8·B·H·S_q·S_k·D for equal head dims)."""
+    """SDPA backward: the gradients of P, V, Q and K, 4 batched products over the full score matrix,
+    4·B·H_q·S_q·S_k·(D_qk + D_v) (twice the forward, 8·B·H·S_q·S_k·D for equal head dims), with GQA
+    broadcast. This is what the math backend (and so ``FlopCounterMode`` on ``meta``) counts; the
+    recomputation of the scores inside fused kernels is not counted, so every device gives the same figure."""
     *batch, h, s_q, d_qk = q.shape
     b = math.prod(batch)
-    kv_h, s_k, d_v = k.shape[-3], k.shape[-2], v.shape[-1]
-    if kv_h != h:  # GQA: the kernel broadcasts KV heads to the query heads
-        k_shape = (b, h, s_k, d_qk)
-        v_shape = (b, h, s_k, d_v)
-    else:
-        k_shape, v_shape = (b, h, s_k, d_qk), (b, h, s_k, d_v)
-    return _fc.sdpa_backward_flop_count((b, h, s_q, d_v), (b, h, s_q, d_qk), k_shape, v_shape)
+    s_k, d_v = k.shape[-2], v.shape[-1]
+    return 2 * attention_flops(b, h, s_q, s_k, d_qk, d_v)
 
 
 def _tokens(x: Any, embed_dim: int) -> tuple[int, int, int]:

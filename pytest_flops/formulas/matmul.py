@@ -172,9 +172,19 @@ def mkldnn_rnn_layer_flop(input: Any, w_ih: Any, w_hh: Any, *args: Any, out: Any
 
 
 @op(aten.mkldnn_rnn_layer_backward, category="matmul")
-def mkldnn_rnn_layer_backward_flop(input: Any, w1: Any, w2: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
-    """Backward of one oneDNN RNN layer: gradients of inputs and weights, twice the forward products."""
-    return 2 * _rnn_matmul_flops(input, (w1, w2), False)
+def mkldnn_rnn_layer_backward_flop(input: Any, w1: Any, w2: Any, w3: Any = None, w4: Any = None, hx: Any = None,
+                                   *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """Backward of one oneDNN RNN layer: the gradient products that autograd needs, as the unfused
+    (``meta``) path counts them: weight gradients of weights that require grad, the input gradient if
+    the input requires grad, and the hidden-state gradient of every step (the first step's only if the
+    initial state requires grad). Without ``requires_grad`` information it is twice the forward."""
+    rows = input.numel() // input.shape[-1] if input.dim() else 0
+    ih, hh = _numel(w1.shape), _numel(w2.shape)
+    batch = hx.numel() // w2.shape[1] if hx is not None and w2.dim() == 2 and w2.shape[1] else 0
+    flops = 2 * rows * (ih * w1.requires_grad + hh * w2.requires_grad)  # weight gradients
+    flops += 2 * rows * ih * input.requires_grad  # input gradient
+    flops += 2 * (rows - batch) * hh + 2 * batch * hh * bool(hx is not None and hx.requires_grad)  # hidden state
+    return flops
 
 
 @op(aten._cudnn_rnn, aten.miopen_rnn, category="matmul")
