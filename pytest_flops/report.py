@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .units import format_quantity
 
-__all__ = ["rows", "render_table"]
+__all__ = ["rows", "render_table", "totals", "columns"]
 
 
 def _short_id(nodeid: str) -> str:
@@ -29,6 +29,8 @@ def rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             usage = max(verdict["usage"].values()) if verdict and verdict.get("usage") else None
             out.append({
                 "test": test,
+                "nodeid": record["nodeid"],
+                "index": i,  # the measurement's index in its test (the baseline's key with the nodeid)
                 "model": m.get("name", ""),
                 "flops": m["flops"],
                 "macs": m["macs"],
@@ -42,6 +44,45 @@ def rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "measurement": m,
             })
     return out
+
+
+def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """FLOPs and MACs summed over all measurements, and per rank when the records come from torchrun ranks.
+
+    ``{"flops", "macs", "measurements", "by_rank": {rank: {"flops", "macs", "measurements"}}}``;
+    ``by_rank`` is empty in a single-process run (xdist included).
+    """
+    out: dict[str, Any] = {"flops": 0, "macs": 0, "measurements": 0, "by_rank": {}}
+    for record in records:
+        rank = record.get("rank")
+        for m in record.get("measurements", []):
+            targets = [out]
+            if rank is not None:
+                targets.append(out["by_rank"].setdefault(rank, {"flops": 0, "macs": 0, "measurements": 0}))
+            for t in targets:
+                t["flops"] += m["flops"]
+                t["macs"] += m["macs"]
+                t["measurements"] += 1
+    out["by_rank"] = dict(sorted(out["by_rank"].items()))
+    return out
+
+
+def columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """The optional columns the records call for: worker (xdist), rank (torchrun), FLOP/s (timed measurements)."""
+    table = rows(records)
+    out: list[tuple[str, Any]] = []
+    if any(r["worker"] for r in table):
+        out.append(("worker", lambda row: row.get("worker") or "-"))
+    if any(r["rank"] is not None for r in table):
+        out.append(("rank", lambda row: "-" if row.get("rank") is None else str(row["rank"])))
+    if any((r["measurement"].get("extra") or {}).get("flops_per_s") is not None for r in table):
+        out.append(("FLOP/s", _rate_text))
+    return out
+
+
+def _rate_text(row: Mapping[str, Any]) -> str:
+    rate = (row["measurement"].get("extra") or {}).get("flops_per_s")
+    return "-" if rate is None else format_quantity(int(rate))
 
 
 def _compact(n: int) -> str:
@@ -88,17 +129,19 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
         cells += [fn(r) for _, fn in extra_columns]
         cells.append(r["outcome"] or "-")
         body.append(cells)
-    total_flops = sum(r["flops"] for r in table)
-    total_macs = sum(r["macs"] for r in table)
     n_tests = len({r["test"].split(" [", 1)[0] for r in table})
-    total = ["total", format_quantity(total_flops),
-             format_quantity(total_macs), "", "", "", ""] + ["" for _ in extra_columns] + [""]
-    widths = [max(len(h), *(len(c[i]) for c in body + [total])) for i, h in enumerate(headers)]
+    # One total line; under torchrun one per rank and the world's.
+    sums = totals(records)
+    labelled = [(f"rank {k} total", v) for k, v in sums["by_rank"].items()]
+    labelled.append(("world total" if labelled else "total", sums))
+    total_rows = [[label, format_quantity(v["flops"]), format_quantity(v["macs"]), "", "", "", ""]
+                  + ["" for _ in extra_columns] + [""] for label, v in labelled]
+    widths = [max(len(h), *(len(c[i]) for c in body + total_rows)) for i, h in enumerate(headers)]
     fixed = sum(widths[1:]) + 2 * (len(headers) - 1)
     # Too narrow for the test ids: give each row's test id a line of its own.
     two_lines = widths[0] + fixed > width
     if two_lines:
-        widths[0] = len("total")
+        widths[0] = max(len(c[0]) for c in total_rows)
     right = {1, 2, 3, 5}
 
     def line(cells: Sequence[str]) -> str:
@@ -124,8 +167,9 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
                 calls = ", ".join(f"{op} x{n}" for op, n in sorted(m["uncounted"].items()))
                 lines.append(f"    uncounted: {calls}")
     lines.append("-" * min(width, sum(widths) + 2 * (len(widths) - 1)))
-    lines.append(line(total))
-    lines.append(f"{n_tests} test{'s' if n_tests != 1 else ''}, {len(table)} measurement{'s' if len(table) != 1 else ''}")
+    lines.extend(line(total) for total in total_rows)
+    lines.append(f"{n_tests} test{'s' if n_tests != 1 else ''}, {len(table)} measurement{'s' if len(table) != 1 else ''}"
+                 + (f" on {len(sums['by_rank'])} ranks" if sums["by_rank"] else ""))
     return lines
 
 

@@ -4,3 +4,6 @@
 # imported twice in one process, so import it (and the counter) once up front.
 import torch  # noqa: F401
 import pytest_flops.counter  # noqa: F401
+
+# hypothesis's pytest plugin would otherwise be re-imported (with assertion rewriting) by every in-process run.
+import hypothesis  # noqa: F401

@@ -1,0 +1,533 @@
+"""Baselines: the counts of a previous run, merged on save and compared on the next run.
+
+No pytest and no torch here. A baseline file holds, per test nodeid and per
+measurement index, the FLOPs, MACs, params, forward/backward split and the
+FLOPs of the modules that matter (see :data:`MODULE_MIN_SHARE`), with the
+torch version that produced them. :func:`compare` is the one comparison:
+the plugin uses it to fail a test in its call phase, and the summary, the
+JSON and the Markdown report use it to show deltas. The file format is
+documented in ``docs/json-schema.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .units import format_quantity, parse_quantity
+
+__all__ = [
+    "BASELINE_FORMAT",
+    "BASELINE_SCHEMA_VERSION",
+    "MODULE_MIN_SHARE",
+    "GATED_METRICS",
+    "TOLERANCE_FORMS",
+    "BaselineError",
+    "Tolerance",
+    "parse_tolerance",
+    "Baseline",
+    "load_baseline",
+    "entry_from_record",
+    "merge",
+    "dump",
+    "MetricChange",
+    "ModuleChange",
+    "MeasurementComparison",
+    "TestComparison",
+    "compare",
+    "RunSummary",
+    "missing_entries",
+    "summarize",
+]
+
+BASELINE_FORMAT = "pytest-flops-baseline"
+BASELINE_SCHEMA_VERSION = 1
+#: A module is stored in the baseline when it spends at least this share of its measurement's FLOPs.
+MODULE_MIN_SHARE = 0.001
+#: The metrics a baseline gates; forward/backward FLOPs are stored and shown, not gated on their own.
+GATED_METRICS: dict[str, str] = {"flops": "FLOPs", "macs": "MACs", "params": "params"}
+_STORED = ("name", "flops", "macs", "params", "forward_flops", "backward_flops")
+TOLERANCE_FORMS = "a relative tolerance such as '1%' or '0.5%', or an absolute one such as '10M' or 0"
+
+
+class BaselineError(ValueError):
+    """An unreadable, corrupt or future-schema baseline file (one line: path and problem)."""
+
+
+# -- tolerance ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a count may grow before it is a regression: ``percent`` of the old value, or ``absolute``."""
+
+    percent: float | None = None
+    absolute: int = 0
+
+    def allowance(self, old: int) -> float:
+        return old * self.percent / 100.0 if self.percent is not None else float(self.absolute)
+
+    def describe(self) -> str:
+        if self.percent is not None:
+            return f"{self.percent:g}%"
+        return _compact(self.absolute)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+_PERCENT = re.compile(r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+def parse_tolerance(value: Any) -> Tolerance:
+    """``"1%"`` / ``"0.5%"`` (relative) or ``"10M"`` / ``0`` (absolute, parsed with ``parse_quantity``).
+
+    Raises ``ValueError`` naming the bad value and the accepted forms.
+    """
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        if match is not None:
+            return Tolerance(percent=float(match.group(1)))
+        if "%" in value:
+            raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}")
+    try:
+        return Tolerance(absolute=parse_quantity(value))
+    except ValueError:
+        raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}") from None
+
+
+# -- the file -------------------------------------------------------------------
+@dataclass
+class Baseline:
+    """A loaded baseline: ``tests`` maps nodeids to entries ``{"torch", "measurements": [...]}``."""
+
+    path: Path
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    torch: str | None = None
+
+    def entry(self, nodeid: str) -> dict[str, Any] | None:
+        return self.tests.get(nodeid)
+
+    def torch_versions(self) -> set[str]:
+        return {e["torch"] for e in self.tests.values() if e.get("torch")}
+
+
+def load_baseline(path: str | Path) -> Baseline | None:
+    """Read a baseline file; ``None`` when there is none at ``path``.
+
+    Raises :class:`BaselineError` (one line: path and problem) when the file
+    cannot be read, is not a baseline, is corrupt or has a newer schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise BaselineError(f"flops baseline {path} is a directory, not a baseline file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"flops baseline {path} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"flops baseline {path} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
+        raise BaselineError(f"flops baseline {path} is not a pytest-flops baseline (no \"format\": "
+                            f"\"{BASELINE_FORMAT}\" at the top)")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BaselineError(f"flops baseline {path} is corrupt: schema_version {version!r} is not a positive integer")
+    if version > BASELINE_SCHEMA_VERSION:
+        raise BaselineError(
+            f"flops baseline {path} has schema version {version}, newer than this pytest-flops reads "
+            f"({BASELINE_SCHEMA_VERSION}): upgrade pytest-flops"
+        )
+    tests = data.get("tests")
+    if not isinstance(tests, dict):
+        raise BaselineError(f"flops baseline {path} is corrupt: \"tests\" is not an object")
+    for nodeid, entry in tests.items():
+        problem = _entry_problem(entry)
+        if problem:
+            raise BaselineError(f"flops baseline {path} is corrupt: entry {nodeid!r} {problem}")
+    return Baseline(path, dict(tests), data.get("torch"))
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("measurements"), list):
+        return "has no \"measurements\" list"
+    for i, m in enumerate(entry["measurements"]):
+        if not isinstance(m, dict):
+            return f"measurement {i} is not an object"
+        for key in ("flops", "macs", "params"):
+            value = m.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"measurement {i} has no valid {key!r} count"
+        if not isinstance(m.get("by_module", {}), dict):
+            return f"measurement {i} has a \"by_module\" that is not an object"
+    return None
+
+
+def entry_from_record(record: Mapping[str, Any], torch: str | None) -> dict[str, Any]:
+    """The baseline entry of one test record: its counts and the modules above :data:`MODULE_MIN_SHARE`."""
+    measurements = []
+    for m in record.get("measurements", []):
+        stored = {key: m.get(key) for key in _STORED}
+        limit = m["flops"] * MODULE_MIN_SHARE
+        stored["by_module"] = {name: value for name, value in sorted(m.get("by_module", {}).items())
+                               if value > 0 and value >= limit}
+        measurements.append(stored)
+    return {"torch": torch, "measurements": measurements}
+
+
+def merge(existing: Mapping[str, Mapping[str, Any]] | None, records: Iterable[Mapping[str, Any]],
+          removed: Iterable[str] = (), torch: str | None = None) -> dict[str, Any]:
+    """The baseline document after a run: tests that ran replace their entries, ``removed`` ones go, the rest stay."""
+    tests: dict[str, Any] = dict(existing or {})
+    for nodeid in removed:
+        tests.pop(nodeid, None)
+    for record in records:
+        tests[record["nodeid"]] = entry_from_record(record, torch)
+    return {
+        "format": BASELINE_FORMAT,
+        "schema_version": BASELINE_SCHEMA_VERSION,
+        "torch": torch,
+        "module_min_share": MODULE_MIN_SHARE,
+        "tests": {k: tests[k] for k in sorted(tests)},
+    }
+
+
+def dump(document: Mapping[str, Any]) -> str:
+    """Stable text (sorted, indented) so that baseline updates read well in a pull request's diff."""
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+# -- comparison -----------------------------------------------------------------
+def _compact(n: float) -> str:
+    text = format_quantity(n)
+    if "." in text and not text[-1].isdigit():
+        text = text[:-1].rstrip("0").rstrip(".") + text[-1]
+    return text
+
+
+def _signed(n: float, unit: str = "") -> str:
+    text = format_quantity(n, unit)
+    return text if text.startswith("-") else "+" + text
+
+
+def _percent(old: int, new: int) -> str:
+    if old == 0:
+        return "new" if new else "="
+    return f"{100.0 * (new - old) / old:+.1f}%"
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    metric: str
+    old: int
+    new: int
+
+    @property
+    def delta(self) -> int:
+        return self.new - self.old
+
+    def cells(self) -> list[str]:
+        unit = "FLOPs" if "flops" in self.metric else ("MACs" if self.metric == "macs" else "")
+        return [_METRIC_LABELS[self.metric], format_quantity(self.old, unit), "->", format_quantity(self.new, unit),
+                _signed(self.delta, unit), _percent(self.old, self.new)]
+
+    def describe(self) -> str:
+        label, old, _, new, delta, pct = self.cells()
+        return f"{label} {old} -> {new} ({delta}, {pct})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new, "delta": self.delta}
+
+
+@dataclass(frozen=True)
+class ModuleChange:
+    name: str
+    old: int | None  # None: not in the baseline (absent, or below MODULE_MIN_SHARE there)
+    new: int | None  # None: not in this run
+    kind: str = ""  # the module's type, when this run knows it
+
+    @property
+    def delta(self) -> int:
+        return (self.new or 0) - (self.old or 0)
+
+    def cells(self) -> list[str]:
+        old = "-" if self.old is None else format_quantity(self.old, "FLOPs")
+        new = "-" if self.new is None else format_quantity(self.new, "FLOPs")
+        pct = _percent(self.old, self.new or 0) if self.old else "new"
+        return [self.name, self.kind, old, "->", new, _signed(self.delta, "FLOPs"), pct]
+
+    def describe(self) -> str:
+        name, kind, old, _, new, delta, pct = self.cells()
+        return f"{name}{f' ({kind})' if kind else ''}: {old} -> {new} ({delta}, {pct})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.name, "type": self.kind or None, "old": self.old, "new": self.new, "delta": self.delta}
+
+
+@dataclass(frozen=True)
+class MeasurementComparison:
+    """One measurement against its baseline entry.
+
+    ``status``: ``new`` (no entry), ``equal``, ``regressed`` (a gated count grew
+    beyond the tolerance), ``improved`` (a count shrank, none regressed),
+    ``within`` (grew within the tolerance) or ``removed`` (in the baseline,
+    not measured now). ``failed``: the test fails on it.
+    """
+
+    index: int
+    name: str
+    status: str
+    changes: tuple[MetricChange, ...] = ()  # every metric that differs, gated or not
+    modules: tuple[ModuleChange, ...] = ()  # the modules whose FLOPs changed most
+    failed: bool = False
+    old_name: str | None = None
+
+    def change(self, metric: str) -> MetricChange | None:
+        return next((c for c in self.changes if c.metric == metric), None)
+
+    def delta_text(self) -> str:
+        """The report cell: ``new``, ``=``, ``+12.5%`` (FLOPs), or the first other count that changed."""
+        if self.status in ("new", "removed"):
+            return self.status
+        for metric in ("flops", "macs", "params"):
+            c = self.change(metric)
+            if c is not None:
+                text = _percent(c.old, c.new)
+                if text == "new":
+                    text = _signed(c.delta)
+                return text if metric == "flops" else f"{text} {GATED_METRICS[metric]}"
+        return "="
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "status": self.status,
+            "failed": self.failed,
+            "delta": self.delta_text(),
+            "changes": {c.metric: c.to_dict() for c in self.changes},
+            "modules": [m.to_dict() for m in self.modules],
+        }
+
+
+@dataclass(frozen=True)
+class TestComparison:
+    """A test against its baseline entry: the one verdict the plugin, the summary and the files use."""
+
+    nodeid: str
+    status: str  # new, equal, regressed, improved, within, changed (number of measurements differs)
+    measurements: tuple[MeasurementComparison, ...]
+    failed: bool
+    tolerance: Tolerance
+    strict: bool
+    baseline_torch: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "failed": self.failed,
+            "baseline_torch": self.baseline_torch,
+            "measurements": [m.to_dict() for m in self.measurements],
+        }
+
+    def failure_message(self, baseline: str, torch: str | None = None, top: int = 5) -> str:
+        """Why the test fails: the counts (old -> new) and the modules that changed most."""
+        prefix = "flops baseline" + (" (strict)" if self.strict else "")
+        lines: list[str] = []
+        if self.status == "new":
+            lines.append(f"{prefix}: {self.nodeid} is not in {baseline}")
+        for m in self.measurements:
+            if not m.failed or self.status == "new":
+                continue
+            if m.status == "removed":
+                lines.append(f"{prefix}: measurement {m.index + 1} ({m.name}) of the baseline was not measured")
+                continue
+            if m.status == "new":
+                lines.append(f"{prefix}: measurement {m.index + 1} ({m.name}) is not in the baseline")
+                continue
+            what = "grew" if m.status == "regressed" else "changed"
+            label = m.name + (f" (was {m.old_name})" if m.old_name and m.old_name != m.name else "")
+            if len(self.measurements) > 1:
+                label = f"[{m.index + 1}] {label}"
+            lines.append(f"{prefix}: {label} {what} against {baseline} (tolerance {self.tolerance}):")
+            lines += _aligned([c.cells() for c in m.changes], right={1, 3, 4, 5})
+            if m.modules:
+                lines.append("modules whose FLOPs changed most (baseline -> now):")
+                lines += _aligned([c.cells() for c in m.modules[:top]], right={2, 4, 5, 6})
+        if self.baseline_torch and torch and self.baseline_torch != torch:
+            lines.append(f"note: the baseline was recorded with torch {self.baseline_torch}, this run uses torch "
+                         f"{torch}; op decompositions can change counts between torch releases")
+        lines.append(f"if the change is intended, update the baseline: pytest --flops-save-baseline={baseline}")
+        return "\n".join(lines)
+
+
+def _aligned(table: Sequence[Sequence[str]], right: set[int], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for row in table:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)) if w]
+        lines.append(indent + "  ".join(cells).rstrip())
+    return lines
+
+
+_METRIC_LABELS = {"flops": "FLOPs", "macs": "MACs", "params": "params",
+                  "forward_flops": "forward", "backward_flops": "backward"}
+
+
+def _module_changes(current: Mapping[str, Any], old: Mapping[str, Any]) -> tuple[ModuleChange, ...]:
+    """Modules whose FLOPs changed, biggest change first; a parent whose change is all one descendant's is left out."""
+    new_modules: Mapping[str, int] = current.get("by_module", {})
+    old_modules: Mapping[str, int] = old.get("by_module", {})
+    limit = current.get("flops", 0) * MODULE_MIN_SHARE
+    roots = {current.get("name"), old.get("name")}
+    changes = []
+    for name in set(new_modules) | set(old_modules):
+        if name in roots:
+            continue
+        new = new_modules.get(name)
+        prev = old_modules.get(name)
+        if prev is None and (new or 0) < limit:
+            continue  # below the stored threshold on both sides: not a known change
+        change = ModuleChange(name, prev, new, current.get("module_types", {}).get(name, ""))
+        if change.delta:
+            changes.append(change)
+    changes.sort(key=lambda c: (-abs(c.delta), -c.name.count("."), c.name))
+    kept = [c for c in changes
+            if not any(o.name.startswith(c.name + ".") and o.delta == c.delta for o in changes)]
+    return tuple(kept)
+
+
+def _compare_measurement(index: int, current: Mapping[str, Any], old: Mapping[str, Any] | None,
+                         tolerance: Tolerance, strict: bool) -> MeasurementComparison:
+    name = current.get("name", "")
+    if old is None:
+        return MeasurementComparison(index, name, "new", failed=strict)
+    changes = tuple(MetricChange(metric, int(old.get(metric) or 0), int(current.get(metric) or 0))
+                    for metric in ("flops", "macs", "params", "forward_flops", "backward_flops")
+                    if metric in old and int(old.get(metric) or 0) != int(current.get(metric) or 0))
+    gated = [c for c in changes if c.metric in GATED_METRICS]
+    regressed = any(c.delta > tolerance.allowance(c.old) for c in gated)
+    beyond = any(abs(c.delta) > tolerance.allowance(c.old) for c in gated)
+    if regressed:
+        status = "regressed"
+    elif any(c.delta < 0 for c in gated):
+        status = "improved"
+    elif gated:
+        status = "within"
+    else:
+        status = "equal"
+    modules = _module_changes(current, old) if gated else ()
+    return MeasurementComparison(index, name, status, changes, modules,
+                                 failed=regressed or (strict and beyond), old_name=old.get("name"))
+
+
+def compare(nodeid: str, measurements: Sequence[Mapping[str, Any]], entry: Mapping[str, Any] | None,
+            tolerance: Tolerance = Tolerance(), strict: bool = False) -> TestComparison:
+    """Compare a test's measurements (``Measurement.to_dict()`` data) with its baseline entry.
+
+    A gated count (FLOPs, MACs, params) that grew by more than the tolerance
+    fails the test. With ``strict``, any change beyond the tolerance (either
+    direction), a test or measurement missing from the baseline, and a
+    baseline measurement no longer made fail too.
+    """
+    if entry is None:
+        items = tuple(_compare_measurement(i, m, None, tolerance, strict) for i, m in enumerate(measurements))
+        return TestComparison(nodeid, "new", items, strict, tolerance, strict)
+    old = entry.get("measurements", [])
+    items_list = [_compare_measurement(i, m, old[i] if i < len(old) else None, tolerance, strict)
+                  for i, m in enumerate(measurements)]
+    for i in range(len(measurements), len(old)):
+        items_list.append(MeasurementComparison(i, old[i].get("name", ""), "removed", failed=strict))
+    items = tuple(items_list)
+    statuses = {m.status for m in items}
+    if "regressed" in statuses:
+        status = "regressed"
+    elif "improved" in statuses:
+        status = "improved"
+    elif len(old) != len(measurements):
+        status = "changed"
+    elif "within" in statuses:
+        status = "within"
+    else:
+        status = "equal"
+    return TestComparison(nodeid, status, items, any(m.failed for m in items), tolerance, strict,
+                          entry.get("torch"))
+
+
+# -- the run as a whole ---------------------------------------------------------
+@dataclass
+class RunSummary:
+    """Every test of a run against the baseline, grouped by status, plus the entries that did not run."""
+
+    comparisons: dict[str, TestComparison]
+    removed: list[str]  # in the baseline, their file was collected, the test no longer exists
+    not_run: list[str]  # in the baseline, not measured in this run (deselected, skipped, another file)
+    baseline_torch: set[str]
+
+    def by_status(self, status: str) -> list[TestComparison]:
+        return [c for c in self.comparisons.values() if c.status == status]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: len(self.by_status(s)) for s in ("regressed", "improved", "within", "changed", "equal", "new")}
+        out["removed"] = len(self.removed)
+        out["not_run"] = len(self.not_run)
+        return out
+
+    def headline(self) -> str:
+        labels = {"regressed": "regressed", "improved": "improved", "within": "within tolerance",
+                  "changed": "changed", "equal": "unchanged", "new": "new", "removed": "removed",
+                  "not_run": "not run"}
+        parts = [f"{n} {labels[s]}" for s, n in self.counts().items() if n or s == "regressed"]
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        groups: dict[str, list[str]] = {}
+        for status in ("regressed", "improved", "within", "changed", "equal", "new"):
+            groups[status] = sorted(c.nodeid for c in self.by_status(status))
+        groups["removed"] = list(self.removed)
+        groups["not_run"] = list(self.not_run)
+        return groups
+
+
+def missing_entries(entries: Iterable[str], ran: Iterable[str],
+                    collection: Mapping[str, Iterable[str]] | None) -> tuple[list[str], list[str]]:
+    """Split baseline entries that were not measured into (removed, not run).
+
+    ``collection`` maps each collector that this run collected (a file, a
+    class) to the nodeids of its children, as collected (before ``-k``,
+    ``-m`` or ``--lf`` selection). An entry is ``removed`` when its nearest
+    collected ancestor no longer has the child on the way to it: the test
+    (or its class) no longer exists. Anything else is ``not run``: a partial
+    run, a skipped or deselected test, a file that was not collected.
+    Without ``collection`` nothing is called removed.
+    """
+    ran_ids = set(ran)
+    children = {parent: set(kids) for parent, kids in (collection or {}).items()}
+    known = set().union(*children.values()) if children else set()
+    removed: list[str] = []
+    not_run: list[str] = []
+    for nodeid in sorted(entries):
+        if nodeid in ran_ids:
+            continue
+        parts = nodeid.split("::")
+        gone = False
+        if nodeid not in known:
+            for depth in range(len(parts) - 1, 0, -1):
+                parent = "::".join(parts[:depth])
+                if parent in children:
+                    gone = "::".join(parts[:depth + 1]) not in children[parent]
+                    break
+        (removed if gone else not_run).append(nodeid)
+    return removed, not_run
+
+
+def summarize(comparisons: Mapping[str, TestComparison], baseline: Baseline | None,
+              collected: Mapping[str, Iterable[str]] | None = None) -> RunSummary:
+    """Group the comparisons and classify the baseline entries that did not run (see :func:`missing_entries`)."""
+    removed, not_run = missing_entries(baseline.tests if baseline else (), comparisons, collected)
+    return RunSummary(dict(comparisons), removed, not_run, baseline.torch_versions() if baseline else set())
