@@ -1,0 +1,433 @@
+"""The ``pytest-flops`` console script: count a model outside tests, compare two JSON reports.
+
+::
+
+    pytest-flops count pytest_flops.zoo:resnet50 --input 1x3x224x224
+    pytest-flops count mypackage.models:Net --input 8x3x32x32 --depth 1 --json
+    pytest-flops compare old.json new.json --tolerance 1%
+
+Importing this module is cheap: torch is imported only after the arguments
+have been parsed. Exit codes: 0 success, 1 a failed count or a regression
+beyond the tolerance, 2 a usage error (bad arguments, import path or file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import __version__
+from .units import format_quantity
+
+__all__ = ["main", "build_parser", "InputSpec", "parse_input", "UsageError"]
+
+PROG = "pytest-flops"
+
+#: dtype names accepted in ``--input long:1x128`` and ``--dtype`` (checked before torch is imported).
+DTYPES = {
+    "float": "float32", "float32": "float32", "fp32": "float32",
+    "half": "float16", "float16": "float16", "fp16": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "double": "float64", "float64": "float64", "fp64": "float64",
+    "long": "int64", "int64": "int64", "int": "int32", "int32": "int32",
+    "short": "int16", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool",
+}
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+_SIZES = re.compile(r"^\d+(?:x\d+)*$")
+
+
+class UsageError(Exception):
+    """A bad argument: printed as ``pytest-flops: <message>``, exit code 2."""
+
+
+class CountError(Exception):
+    """The model could not be counted: printed as ``pytest-flops: <message>``, exit code 1."""
+
+
+# -- argument parsing (no torch) ---------------------------------------------
+@dataclass(frozen=True)
+class InputSpec:
+    """One ``--input``: sizes and an optional dtype name (``long:1x128``)."""
+
+    shape: tuple[int, ...]
+    dtype: str | None = None
+
+    def __str__(self) -> str:
+        sizes = "x".join(map(str, self.shape))
+        return f"{self.dtype}:{sizes}" if self.dtype else sizes
+
+
+def parse_input(text: str) -> InputSpec:
+    """``"1x3x224x224"`` or ``"long:1x128"`` -> :class:`InputSpec`; raises :class:`UsageError`."""
+    dtype_name, sep, sizes = text.strip().rpartition(":")
+    sizes = sizes.strip().lower()
+    dtype = None
+    if sep:
+        dtype = DTYPES.get(dtype_name.strip().lower())
+    if (sep and dtype is None) or not _SIZES.match(sizes) or any(int(s) == 0 for s in sizes.split("x")):
+        raise UsageError(
+            f"invalid --input {text!r}: expected sizes like 1x3x224x224, optionally dtype: long:1x128"
+        )
+    return InputSpec(tuple(int(s) for s in sizes.split("x")), dtype)
+
+
+def _dtype_arg(text: str) -> str:
+    name = DTYPES.get(text.strip().lower())
+    if name not in FLOAT_DTYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(FLOAT_DTYPES)}, got {text!r}")
+    return name
+
+
+def _depth_arg(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        depth = int(text)
+    except ValueError:
+        depth = -1
+    if depth < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}")
+    return depth
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Count FLOPs, MACs and parameters of PyTorch models outside tests, "
+                    "and compare two --flops-json reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    count = commands.add_parser(
+        "count", help="count a model given by import path and print its per-module table",
+        description="Build a model from an import path and count one forward pass. By default the model "
+                    "runs on fake tensors (no arithmetic, no activation memory): the counts equal a real run's.",
+    )
+    count.add_argument("target", metavar="MODULE:FACTORY",
+                       help="import path of a torch.nn.Module instance, or of a class or function called with "
+                            "no arguments that returns one (e.g. pytest_flops.zoo:resnet50)")
+    count.add_argument("-i", "--input", dest="inputs", action="append", default=[], metavar="SPEC",
+                       help="the sizes of one input, e.g. 1x3x224x224, optionally with a dtype: long:1x128; "
+                            "repeat for several inputs")
+    count.add_argument("--meta", action="store_true",
+                       help="build the model and its inputs on the meta device: no memory for weights, "
+                            "for models too large for this machine")
+    count.add_argument("--compute", action=argparse.BooleanOptionalAction, default=None,
+                       help="run real arithmetic (default: --no-compute, fake tensors; on meta nothing computes)")
+    count.add_argument("--dtype", type=_dtype_arg, default=None, metavar="DTYPE",
+                       help=f"dtype of the model and its floating-point inputs ({', '.join(FLOAT_DTYPES)})")
+    count.add_argument("--ops", choices=("matmul", "all"), default="matmul",
+                       help="matmul: matmul, conv and attention (default); all: also norms, pointwise ops, "
+                            "reductions, pooling")
+    count.add_argument("--depth", type=_depth_arg, default=2, metavar="N",
+                       help="module depth of the table (default 2; 0: the model only; 'all')")
+    count.add_argument("--strict", action="store_true", help="fail (exit 1) if ops without a FLOP formula ran")
+    count.add_argument("--json", action="store_true", help="print the Measurement as JSON instead of the table")
+
+    compare = commands.add_parser(
+        "compare", help="compare two --flops-json reports; exit 1 on growth beyond the tolerance",
+        description="Print the per-test and per-module differences of two --flops-json files (or baseline "
+                    "files) and exit 1 if a test's FLOPs, MACs or params grew beyond the tolerance: the "
+                    "comparison the --flops-baseline gate makes.",
+    )
+    compare.add_argument("old", help="the earlier --flops-json (or baseline) file, e.g. from the main branch")
+    compare.add_argument("new", help="the later --flops-json (or baseline) file")
+    compare.add_argument("--tolerance", default="0", metavar="T",
+                         help="allowed growth of each test's FLOPs, MACs and params: relative (1%%) or absolute "
+                              "(10M); default 0, as --flops-tolerance")
+    compare.add_argument("--strict", action="store_true",
+                         help="also fail on any change beyond the tolerance (either direction) and on tests "
+                              "added or removed, as --flops-strict with a baseline")
+    compare.add_argument("--top", type=int, default=5, metavar="N",
+                         help="modules shown for each changed test (default 5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pytest-flops`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argparse's usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if args.command == "count":
+            return _count(args)
+        return _compare(args)
+    except BrokenPipeError:  # e.g. `pytest-flops count ... --json | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except CountError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- count ----------------------------------------------------------------------
+def _count(args: argparse.Namespace) -> int:
+    specs = [parse_input(text) for text in args.inputs]
+    if not specs:
+        raise UsageError("count needs at least one --input, e.g. --input 1x3x224x224")
+    if ":" not in args.target or not all(args.target.partition(":")[::2]):
+        raise UsageError(
+            f"invalid model {args.target!r}: expected MODULE:FACTORY, such as pytest_flops.zoo:resnet50"
+        )
+    obj = _import(args.target)
+
+    import torch
+
+    from .counter import ComputeFreeError, UncountedOpsError, count
+
+    model = _build(obj, args.target, args.meta)
+    if args.dtype:
+        model = model.to(getattr(torch, args.dtype))
+    device = torch.device("meta") if args.meta else _device_of(model)
+    compute = bool(args.compute) if device.type != "meta" else True
+    float_dtype = getattr(torch, args.dtype) if args.dtype else _float_dtype_of(model)
+    inputs = [_make_input(spec, device, float_dtype, compute and device.type != "meta") for spec in specs]
+    shapes = ", ".join(args.inputs)
+    try:
+        with torch.no_grad():
+            measurement = count(model, *inputs, compute=compute, ops=args.ops, strict=args.strict)
+    except ComputeFreeError as exc:
+        raise CountError(f"{exc} (on the command line: --compute)") from None
+    except UncountedOpsError as exc:
+        raise CountError(str(exc)) from None
+    except Exception as exc:
+        raise CountError(f"running {args.target!r} on {shapes} failed: {_one_line(exc)}") from None
+    if args.json:
+        print(json.dumps(measurement.to_dict(), indent=2))
+        return 0
+    how = "meta" if device.type == "meta" else ("computed" if compute else "fake tensors, no compute")
+    print(f"{args.target} on {shapes} ({how}, ops={args.ops})")
+    print()
+    print(measurement.table(depth=args.depth))
+    print()
+    print(measurement.summary())
+    if measurement.uncounted:
+        calls = ", ".join(f"{op} x{n}" for op, n in sorted(measurement.uncounted.items()))
+        print(f"uncounted ops (no formula, counted as 0): {calls}")
+    return 0
+
+
+def _import(target: str) -> Any:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules of the current directory
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        reason = str(exc).strip().split("\n")[0] if isinstance(exc, ImportError) else _one_line(exc)
+        raise UsageError(f"cannot import {target!r}: {reason}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(
+                f"cannot import {target!r}: {getattr(obj, '__name__', module_name)!r} has no attribute {part!r}"
+            ) from None
+    return obj
+
+
+def _build(obj: Any, target: str, meta: bool) -> Any:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return obj.to("meta") if meta else obj
+    if not callable(obj):
+        raise UsageError(
+            f"{target!r} is a {type(obj).__name__}: expected a torch.nn.Module, or a class or function "
+            "that returns one"
+        )
+    try:
+        inspect.signature(obj).bind()
+    except TypeError:
+        raise UsageError(
+            f"{target!r} cannot be called without arguments: expected a torch.nn.Module, or a class or "
+            "function that builds one from no arguments (write a small factory function)"
+        ) from None
+    except ValueError:  # no signature (some builtins): just try the call
+        pass
+    try:
+        if meta:
+            with torch.device("meta"):
+                model = obj()
+        else:
+            model = obj()
+    except Exception as exc:
+        raise CountError(f"calling {target!r} failed: {_one_line(exc)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{target!r} returned a {type(model).__name__}: expected a torch.nn.Module")
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _device_of(model: Any) -> Any:
+    import torch
+
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _float_dtype_of(model: Any) -> Any:
+    import torch
+
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def _make_input(spec: InputSpec, device: Any, float_dtype: Any, compute: bool) -> Any:
+    import torch
+
+    dtype = getattr(torch, spec.dtype) if spec.dtype else float_dtype
+    if not dtype.is_floating_point:
+        return torch.zeros(spec.shape, dtype=dtype, device=device)  # valid indices for any embedding
+    if compute:
+        return torch.randn(spec.shape, dtype=dtype, device=device)
+    return torch.empty(spec.shape, dtype=dtype, device=device)  # never read: the run is on fake tensors
+
+
+# -- compare ------------------------------------------------------------------
+def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """``({nodeid: [measurement dicts]}, torch version)`` of a ``--flops-json`` results file or a baseline file."""
+    from .baseline import BASELINE_FORMAT, BaselineError, load_baseline
+    from .results import RESULTS_FORMAT
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"cannot read {path!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path!r}: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"cannot read {path!r}: not valid JSON ({exc})") from None
+    kind = data.get("format") if isinstance(data, dict) else None
+    if kind == BASELINE_FORMAT:
+        try:
+            baseline = load_baseline(path)
+        except BaselineError as exc:
+            raise UsageError(str(exc)) from None
+        assert baseline is not None
+        return {k: list(v["measurements"]) for k, v in baseline.tests.items()}, baseline.torch
+    if kind == RESULTS_FORMAT:
+        try:
+            tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
+        except (KeyError, TypeError):
+            raise UsageError(f"cannot read {path!r}: corrupt --flops-json file (a test without nodeid or "
+                             "measurements)") from None
+        return tests, (data.get("environment") or {}).get("torch")
+    raise UsageError(f"cannot read {path!r}: not a --flops-json results file nor a --flops-save-baseline file")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """The gate's comparison (:func:`pytest_flops.baseline.compare`), over two files."""
+    from .baseline import compare, parse_tolerance
+
+    try:
+        tolerance = parse_tolerance(args.tolerance)
+    except ValueError as exc:
+        raise UsageError(f"--tolerance: {exc}") from None
+    old, old_torch = _load_tests(args.old)
+    new, new_torch = _load_tests(args.new)
+    rows: list[tuple[str, ...]] = []
+    details: list[str] = []
+    statuses: dict[str, int] = {}
+    failed: list[str] = []
+    for nodeid, measurements in new.items():
+        entry = {"torch": old_torch, "measurements": old[nodeid]} if nodeid in old else None
+        result = compare(nodeid, measurements, entry, tolerance, args.strict)
+        statuses[result.status] = statuses.get(result.status, 0) + 1
+        if result.failed:
+            failed.append(nodeid)
+        for m in result.measurements:
+            label = nodeid + (f" [{m.index + 1}]" if len(result.measurements) > 1 else "")
+            before = old[nodeid][m.index] if nodeid in old and m.index < len(old[nodeid]) else None
+            after = measurements[m.index] if m.index < len(measurements) else None
+            rows.append((
+                label,
+                format_quantity(before["flops"]) if before else "-",
+                format_quantity(after["flops"]) if after else "-",
+                m.delta_text(),
+                m.status + (" (fails)" if m.failed else ""),
+            ))
+            if m.changes:
+                details.append(f"{label}: {m.name}")
+                details += _aligned([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
+                shown = m.modules[:args.top]
+                if shown:
+                    details.append("  modules whose FLOPs changed most (old -> new):")
+                    details += _aligned([c.cells() for c in shown], right={2, 4, 5, 6}, indent="    ")
+    removed = [nodeid for nodeid in old if nodeid not in new]
+    for nodeid in removed:
+        rows.append((nodeid, format_quantity(old[nodeid][0]["flops"]) if old[nodeid] else "-", "-", "removed",
+                     "removed" + (" (fails)" if args.strict else "")))
+        if args.strict:
+            failed.append(nodeid)
+    if removed:
+        statuses["removed"] = len(removed)
+
+    headers = ("test", "old FLOPs", "new FLOPs", "change", "status")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    print(line(headers))
+    print("-" * len(line(headers)))
+    for row in rows:
+        print(line(row))
+    if details:
+        print()
+        print("\n".join(details))
+    if old_torch and new_torch and old_torch != new_torch:
+        print(f"note: {args.old} was recorded with torch {old_torch}, {args.new} with torch {new_torch}; "
+              "op decompositions can change counts between torch releases")
+    print()
+    order = ("regressed", "improved", "within", "changed", "equal", "new", "removed")
+    names = {"within": "within tolerance", "equal": "unchanged"}
+    counts = ", ".join(f"{statuses[s]} {names.get(s, s)}" for s in order if statuses.get(s))
+    mode = ", strict" if args.strict else ""
+    print(f"{len(new) + len(removed)} tests: {counts or 'none'} (tolerance {tolerance}{mode})")
+    if failed:
+        print(f"FAILED: {len(failed)} {'test' if len(failed) == 1 else 'tests'}: " + ", ".join(failed))
+        return 1
+    return 0
+
+
+def _aligned(rows: Sequence[Sequence[str]], right: set[int], indent: str) -> list[str]:
+    """Columns padded to their widest cell (empty columns dropped), ``right`` ones right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths)) if w).rstrip() for row in rows]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The main job: ``pytest examples --flops-report`` passes and prints the report shown in the README;
+the failure demo fails as docs/budgets.md shows."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest as a user would, from the repository root, at a fixed terminal width."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FLOPS_"))}
+    env.update(COLUMNS="80", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PY_COLORS", None)
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def example_tests() -> list[str]:
+    """Node ids of the example tests, read from the files (not from pytest's output)."""
+    ids = []
+    for path in sorted(EXAMPLES.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        ids += [f"examples/{path.name}::{node.name}" for node in tree.body
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+    return ids
+
+
+def report_lines(output: str) -> list[str]:
+    """The lines of the flops report: from its header row to the 'N tests, M measurements' line."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("test ") and "FLOPs" in line)
+    end = next(i for i in range(start, len(lines)) if re.match(r"^\d+ tests?, \d+ measurements?$", lines[i]))
+    return lines[start:end + 1]
+
+
+def fenced_block_after(page: Path, marker: str) -> list[str]:
+    """The lines of the first fenced block whose text contains ``marker``."""
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```$", page.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+    block = next(b for b in blocks if marker in b)
+    return block.splitlines()
+
+
+@pytest.fixture(scope="module")
+def main_job() -> subprocess.CompletedProcess[str]:
+    return pytest_run("examples", "--flops-report")
+
+
+def test_main_job_passes(main_job: subprocess.CompletedProcess[str]) -> None:
+    assert main_job.returncode == 0, main_job.stdout + main_job.stderr
+    tests = example_tests()
+    assert len(tests) >= 8
+    assert re.search(rf"^=+ {len(tests)} passed in [\d.]+s", main_job.stdout, re.MULTILINE), main_job.stdout
+    assert "warning" not in main_job.stdout.lower()
+
+
+def test_main_job_reports_every_example(main_job: subprocess.CompletedProcess[str]) -> None:
+    report = "\n".join(report_lines(main_job.stdout))
+    for nodeid in example_tests():
+        assert nodeid in report, f"{nodeid} missing from the report:\n{report}"
+    assert f"{len(example_tests())} tests, {len(example_tests())} measurements" in report
+
+
+def test_budgets_are_meaningful(main_job: subprocess.CompletedProcess[str]) -> None:
+    """Every example uses 80-100% of its budget, so the report shows something worth reading."""
+    rows = [line for line in report_lines(main_job.stdout) if line.rstrip().endswith("passed")]
+    used = [float(share) for row in rows for share in re.findall(r"\s(\d+\.\d)%(?:\s|$)", row)]
+    assert len(used) == len(example_tests())
+    assert all(80.0 <= share <= 100.0 for share in used), used
+
+
+def test_readme_shows_the_real_report(main_job: subprocess.CompletedProcess[str]) -> None:
+    shown = report_lines("\n".join(fenced_block_after(ROOT / "README.md", "flops report")))
+    actual = report_lines(main_job.stdout)
+    assert shown == actual, (
+        "README.md's main-job output is out of date; paste the report of "
+        "`COLUMNS=80 pytest examples --flops-report`:\n" + "\n".join(actual))
+
+
+def test_failure_demo_fails_as_documented() -> None:
+    proc = pytest_run("examples/demo_failure.py")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 failed" in proc.stdout.splitlines()[-1]
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("max_flops: "))
+    message = lines[start:next(i for i in range(start, len(lines)) if lines[i].startswith("===="))]
+    assert message[0] == "max_flops: TransformerEncoder used 9.93 GFLOPs, budget 3.60 GFLOPs (+175.9%)"
+    assert message[1] == "top modules by FLOPs:"
+    shown = fenced_block_after(ROOT / "docs" / "budgets.md", "pytest examples/demo_failure.py\n")
+    assert all(line in shown for line in message), (
+        "docs/budgets.md's failure demo is out of date; the message now reads:\n" + "\n".join(message))
+
+
+def test_demo_is_not_collected_by_the_main_job(main_job: subprocess.CompletedProcess[str]) -> None:
+    assert "demo_failure" not in main_job.stdout
