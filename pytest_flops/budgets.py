@@ -143,6 +143,11 @@ def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
         for name, value in modules:
             kind = measurement.module_types.get(name, "")
             lines.append(f"  {name:<{width}}  {format_quantity(value, 'FLOPs'):>13}  {100 * value / total:5.1f}%  {kind}")
+    kinds = measurement.by_module_type()
+    if len(kinds) > 1:
+        total = measurement.flops or 1
+        shares = ", ".join(f"{kind} {100 * value / total:.1f}%" for kind, value in list(kinds.items())[:4])
+        lines.append(f"by module type: {shares}")
     if measurement.uncounted:
         calls = ", ".join(f"{op} x{n}" for op, n in sorted(measurement.uncounted.items()))
         lines.append(f"uncounted ops (no formula, counted as 0): {calls}")

@@ -40,11 +40,13 @@ class FlopsFixture:
     def register_op_formula(self, op: Any, fn: Callable[..., Any], category: str = "custom") -> None:
         self.registry.register_op_formula(op, fn, category)
 
-    def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, **kwargs: Any) -> Any:
+    def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, timed: bool = False,
+                 **kwargs: Any) -> Any:
+        """Count ``model(*inputs, **kwargs)``; ``timed=True`` also times one uncounted run (FLOP/s in the report)."""
         from .counter import count
 
         measurement = count(model, *inputs, compute=compute, ops=ops or self.ops, strict=self.strict,
-                            registry=self.registry, **kwargs)
+                            registry=self.registry, timed=timed, **kwargs)
         self._record(measurement)
         return measurement
 

@@ -42,22 +42,49 @@ class Measurement:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     # -- views -----------------------------------------------------------
-    def top_modules(self, n: int = 5, depth: int | None = None) -> list[tuple[str, int]]:
-        """The ``n`` most expensive modules below the root (deepest first on ties).
+    def self_flops(self) -> dict[str, int]:
+        """FLOPs spent by each module's own ops, children excluded (from ``stacks``)."""
+        own: dict[str, int] = {}
+        for stack, flops in self.stacks.items():
+            frames = stack.split(";")
+            if len(frames) > 1:
+                own[frames[-2]] = own.get(frames[-2], 0) + flops
+        return own
 
-        Modules whose FLOPs equal their only child's are skipped, so the list
-        names the layers that spend, not the containers that wrap them.
+    def top_modules(self, n: int = 5) -> list[tuple[str, int]]:
+        """The ``n`` modules whose own ops spent the most FLOPs (children excluded).
+
+        These are the layers that spend the budget (``layers.3.linear1``), not
+        the containers that wrap them; a module with functional ops of its own
+        (``torch.matmul`` in a custom attention block) is listed for those.
         """
-        items = [(k, v) for k, v in self.by_module.items() if k != self.name and v > 0]
-        if depth is not None:
-            items = [(k, v) for k, v in items if k.count(".") < depth]
-        items.sort(key=lambda kv: (-kv[1], -kv[0].count("."), kv[0]))
-        leaves: list[tuple[str, int]] = []
-        for name, value in items:
-            if any(child.startswith(name + ".") and v == value for child, v in items):
+        order = {name: i for i, name in enumerate(self.by_module)}
+        items = sorted(self.self_flops().items(), key=lambda kv: (-kv[1], order.get(kv[0], len(order)), kv[0]))
+        return [(name, value) for name, value in items if value > 0][:n]
+
+    def by_module_type(self) -> dict[str, int]:
+        """FLOPs by module class (own ops of every module of that class), largest first."""
+        totals: dict[str, int] = {}
+        for name, value in self.self_flops().items():
+            kind = self.module_types.get(name, name)
+            totals[kind] = totals.get(kind, 0) + value
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def _levels(self) -> dict[str, int]:
+        """Depth of each module in the tree of modules that ran (the root is 0)."""
+        levels: dict[str, int] = {}
+        for name in self.by_module:
+            if name == self.name:
+                levels[name] = 0
                 continue
-            leaves.append((name, value))
-        return leaves[:n]
+            parent, level = name, 1
+            while "." in parent:
+                parent = parent.rsplit(".", 1)[0]
+                if parent in self.by_module:
+                    level = levels.get(parent, 0) + 1
+                    break
+            levels[name] = level
+        return levels
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe data; ``Measurement.from_dict(m.to_dict()) == m``."""
@@ -92,17 +119,22 @@ class Measurement:
         return cls(**known)
 
     def table(self, depth: int | None = 3, min_share: float = 0.0) -> str:
-        """A per-module table: module, FLOPs, share of the total, MACs-class share."""
+        """A per-module table: module, type, FLOPs and share of the total.
+
+        ``depth`` counts levels of modules that ran (a ``ModuleList`` that is
+        never called is no level of its own).
+        """
         total = self.flops or 1
+        levels = self._levels()
         rows = [("module", "type", "FLOPs", "%")]
         for name, value in self.by_module.items():
-            level = 0 if name == self.name else name.count(".") + 1
+            level = levels.get(name, 0)
             if depth is not None and level > depth:
                 continue
             if name != self.name and value / total < min_share:
                 continue
-            label = "  " * min(level, 1) + "  " * max(level - 2, 0) + name
-            rows.append((label, self.module_types.get(name, ""), format_quantity(value), f"{100 * value / total:.1f}"))
+            rows.append(("  " * level + name, self.module_types.get(name, ""), format_quantity(value),
+                         f"{100 * value / total:.1f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [
             f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}" for r in rows

@@ -290,6 +290,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from .report import columns, render_table
 
+    terminalreporter.ensure_newline()
     terminalreporter.section("flops report")
     width = getattr(terminalreporter, "_tw", None)
     width = width.fullwidth if width is not None else 120

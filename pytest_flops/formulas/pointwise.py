@@ -204,6 +204,19 @@ def native_dropout_flop(x: Any, p: Any = None, train: Any = None, *args: Any, ou
     return x.numel()
 
 
+@op(aten.native_dropout_backward, category="pointwise")
+def native_dropout_backward_flop(grad: Any, mask: Any, scale: Any = None, *args: Any, out: Any = None,
+                                 **kwargs: Any) -> int:
+    """numel(grad) × 2: the gradient times the mask times 1/(1−p)."""
+    return 2 * grad.numel()
+
+
+@op(aten._fused_dropout, category="pointwise")
+def fused_dropout_flop(x: Any, p: Any = None, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """numel(x) × 1 (CUDA's fused dropout: multiply by mask·1/(1−p))."""
+    return x.numel()
+
+
 #: (ops, FLOPs per gradient element, formula text, name) of the activations' backward ops.
 ACTIVATION_BACKWARDS = [
     (["threshold_backward", "hardtanh_backward", "hardshrink_backward", "softshrink_backward"], 1,

@@ -45,10 +45,10 @@ ZERO_COST_ATEN = (
     "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "fill", "fill_", "zero_", "scalar_tensor",
     "arange", "linspace", "logspace", "eye", "rand", "rand_like", "randn", "randn_like", "randint",
     "randint_like", "randperm", "bernoulli", "bernoulli_", "uniform_", "normal", "normal_", "exponential_",
-    "geometric_", "cauchy_", "log_normal_", "random_", "multinomial", "native_dropout_backward",
-    "_fused_dropout", "lift", "_efficientzerotensor", "tensor", "complex", "polar", "_assert_async",
+    "geometric_", "cauchy_", "log_normal_", "random_", "multinomial", 
+    "lift", "_efficientzerotensor", "tensor", "complex", "polar", "_assert_async",
     "_assert_tensor_metadata", "_functional_assert_async", "sym_constrain_range", "sym_constrain_range_for_size",
-    "_assert_scalar", "_print",
+    "_assert_scalar", "_print", "_linalg_check_errors",
     # comparisons and logic (no arithmetic on values)
     "eq", "ne", "lt", "le", "gt", "ge", "equal", "isnan", "isinf", "isfinite", "isposinf", "isneginf",
     "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor",
@@ -58,7 +58,7 @@ ZERO_COST_ATEN = (
     "size", "sym_size", "stride", "sym_stride", "storage_offset", "sym_storage_offset", "numel", "sym_numel",
     "dim", "is_contiguous", "sym_is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense",
     "_nested_tensor_size", "_nested_tensor_strides", "_nested_tensor_storage_offsets", "is_pinned",
-    "_version", "_is_any_true", "_is_all_true", "_local_scalar_dense",
+    "_version", "_is_any_true", "_is_all_true",
     # sign-like and identity ops, max-pool gradients (scatters), nearest resampling (copies)
     "sgn", "sgn_", "sign_", "heaviside", "heaviside_", "positive", "adaptive_max_pool2d_backward",
     "adaptive_max_pool3d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
