@@ -7,14 +7,13 @@ imported lazily, when a test first measures something.
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any, Generator
 
 import pytest
 
 from .budgets import Budget, BudgetError, check, failure_message, parse_budget
-from .collect import rank_info
+from .gate import GATE_KEY, add_gating_options, configure_gating
+from .session import SESSION_KEY, FlopsSession, get_session, setting
 
 MARKER = "max_flops"
 _BUDGET = pytest.StashKey[Budget]()
@@ -39,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("flops_strict", "fail measurements that ran ops without a formula", type="bool", default=False)
     parser.addini("flops_gather_timeout", "torchrun: seconds rank 0 waits for the other ranks' measurements "
                   "(default 300; 0: no gathering, rank 0 reports its own)", default="300")
-    _add_gating_options(group, parser)
+    add_gating_options(group, parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -63,98 +62,25 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
-def _setting(config: pytest.Config, name: str) -> Any:
-    value = config.getoption(name)
-    return value if value is not None else config.getini(name)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(flops=None, *, macs=None, params=None, ops=None): fail the test when a model it measures "
         "exceeds this FLOP / MAC / parameter budget (values like '8.3G', 25_600_000, '25.6M').",
     )
-    report = _setting(config, "flops_report") or "off"
+    report = setting(config, "flops_report") or "off"
     if report not in _REPORT_CHOICES:
         raise pytest.UsageError(
             f"--flops-report={report!r} is not valid: expected 'short' or 'full' "
             "(write paths before --flops-report, or use --flops-report=full)"
         )
-    ops = _setting(config, "flops_ops")
+    ops = setting(config, "flops_ops")
     if ops not in _OPS_CHOICES:
         raise pytest.UsageError(f"flops_ops={ops!r} is not valid: expected 'matmul' or 'all'")
-    session = FlopsSession(config, report, ops, bool(_setting(config, "flops_strict")))
-    config.stash[_SESSION] = session
+    session = FlopsSession(config, report, ops, bool(setting(config, "flops_strict")))
+    config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "flops-session")
-    _configure_gating(config)
-
-
-# -- the session's state --------------------------------------------------------
-class FlopsSession:
-    """Records of measured tests, in the order their reports arrive (also from xdist workers)."""
-
-    def __init__(self, config: pytest.Config, report: str, ops: str, strict: bool) -> None:
-        self.config = config
-        self.report = report
-        self.ops = ops
-        self.strict = strict
-        self.records: list[dict[str, Any]] = []
-        self.is_worker = hasattr(config, "workerinput")
-        # torchrun: this process's rank (None when it runs alone); rank 0 gathers the others' records.
-        self.rank = rank_info()
-        self.missing_ranks: list[int] = []
-        self.started = time.time()
-        try:
-            self.gather_timeout = float(config.getini("flops_gather_timeout"))
-        except ValueError:
-            raise pytest.UsageError(
-                f"flops_gather_timeout={config.getini('flops_gather_timeout')!r} is not a number of seconds") from None
-
-    @property
-    def is_reporter(self) -> bool:
-        """Whether this process prints the report and writes files: not an xdist worker, not a torchrun rank > 0."""
-        return not self.is_worker and (self.rank is None or self.rank.rank == 0)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """torchrun: ranks > 0 send their records to rank 0, before any report or file is written."""
-        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
-            return
-        from .collect import gather
-
-        result = gather(self.records, self.rank, self.gather_timeout, since=self.started - 60)
-        if result is not None:
-            self.records = result.records
-            self.missing_ranks = result.missing
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """torchrun: rank 0 releases the other ranks once its report and files are out; they wait for it,
-        because torchrun stops every rank as soon as one exits with failures."""
-        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
-            return
-        from .collect import release, wait_released
-
-        if self.rank.rank == 0:
-            sys.stdout.flush()
-            release(self.rank)
-        else:
-            wait_released(self.rank, self.gather_timeout)
-
-    # Registered as a plugin object per config, so these hooks see this session only.
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record = getattr(report, "flops", None)
-        if record:
-            self.add({**record, "outcome": report.outcome})
-
-
-_SESSION = pytest.StashKey[FlopsSession]()
-
-
-def _session(config: pytest.Config) -> FlopsSession:
-    return config.stash[_SESSION]
+    configure_gating(config)
 
 
 # -- marker -------------------------------------------------------------------
@@ -185,7 +111,7 @@ def _ops_for(item: pytest.Item) -> str:
     budget = item.stash.get(_BUDGET, None)
     if budget is not None and budget.ops:
         return budget.ops
-    return _session(item.config).ops
+    return get_session(item.config).ops
 
 
 def _on_measurement(item: pytest.Item, measurement: Any) -> None:
@@ -200,7 +126,7 @@ def flops(request: pytest.FixtureRequest) -> Any:
     from .fixture import FlopsFixture
 
     item = request.node
-    session = _session(request.config)
+    session = get_session(request.config)
     return FlopsFixture(_ops_for(item), session.strict, lambda: _registry(item),
                         lambda m: _on_measurement(item, m))
 
@@ -209,7 +135,7 @@ def flops(request: pytest.FixtureRequest) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     budget = item.stash.get(_BUDGET, None)
-    gate = item.config.stash.get(_GATE, None)
+    gate = item.config.stash.get(GATE_KEY, None)
     if budget is None:
         result = yield
         regression = gate.check(item, item.stash.get(_MEASUREMENTS, [])) if gate is not None else None
@@ -228,7 +154,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     else:
         from .counter import FlopCounter
 
-        session = _session(item.config)
+        session = get_session(item.config)
         counter = FlopCounter(_ops_for(item), session.strict, registry=_registry(item))
         with counter:
             result = yield
@@ -276,7 +202,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 "verdicts": [check(m, budget).to_dict() for m in measurements] if budget else None,
                 "worker": getattr(item.config, "workerinput", {}).get("workerid"),
             }
-            rank = _session(item.config).rank
+            rank = get_session(item.config).rank
             if rank is not None:  # torchrun
                 record["rank"] = rank.rank
             report.flops = record  # travels to the xdist controller with the report
@@ -285,7 +211,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 # -- report -------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    session = _session(config)
+    session = get_session(config)
     if not session.is_reporter or session.report == "off":
         return
     from .report import columns, render_table
@@ -295,7 +221,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     width = getattr(terminalreporter, "_tw", None)
     width = width.fullwidth if width is not None else 120
     extra = columns(session.records)
-    gate = config.stash.get(_GATE, None)
+    gate = config.stash.get(GATE_KEY, None)
     if gate is not None and gate.summary is not None:
         extra.append(("vs baseline", gate.delta_cell))
     for line in render_table(session.records, width=width, full=session.report == "full", extra_columns=extra):
@@ -304,331 +230,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(
             f"ranks {', '.join(map(str, session.missing_ranks))} of {session.rank.world_size} sent no measurements "
             f"within flops_gather_timeout ({session.gather_timeout:g} s): their rows are missing", yellow=True)
-
-
-# -- baseline gating and result files (docs/ci.md) ------------------------------
-def _add_gating_options(group: Any, parser: pytest.Parser) -> None:
-    group.addoption("--flops-baseline", default=None, metavar="PATH",
-                    help="compare each measured test with this baseline file: a test whose FLOPs, MACs or params "
-                         "grew beyond --flops-tolerance fails")
-    group.addoption("--flops-save-baseline", default=None, metavar="PATH",
-                    help="write this run's counts to a baseline file, merged with the tests it already holds")
-    group.addoption("--flops-baseline-strict", action="store_true", default=None,
-                    help="with --flops-baseline: also fail shrinking counts, tests not in the baseline and a "
-                         "missing baseline file")
-    group.addoption("--flops-baseline-overwrite", action="store_true", default=None,
-                    help="let --flops-save-baseline replace a file that is not a readable baseline")
-    group.addoption("--flops-tolerance", default=None, metavar="TOL",
-                    help="growth allowed before a regression: relative ('1%%', '0.5%%') or absolute ('10M'); "
-                         "default 0")
-    group.addoption("--flops-json", default=None, metavar="PATH",
-                    help="write the measured tests, their measurements, budgets, baseline deltas and outcomes, "
-                         "and the environment, to a JSON file")
-    group.addoption("--flops-markdown", default=None, metavar="PATH",
-                    help="write the report (with the baseline deltas) as a Markdown table")
-    group.addoption("--flops-flamegraph", default=None, metavar="DIR",
-                    help="write one folded-stack file per measured test (speedscope, flamegraph.pl) into DIR")
-    parser.addini("flops_baseline", "baseline file to compare with (as --flops-baseline)", default="")
-    parser.addini("flops_baseline_strict", "as --flops-baseline-strict", type="bool", default=False)
-    parser.addini("flops_tolerance", "growth allowed before a regression: 1%, 0.5% or 10M (default 0)", default="0")
-    parser.addini("flops_json", "JSON results file (as --flops-json)", default="")
-    parser.addini("flops_markdown", "Markdown report file (as --flops-markdown)", default="")
-    parser.addini("flops_flamegraph", "folder for folded-stack files (as --flops-flamegraph)", default="")
-
-
-def _path_setting(config: pytest.Config, name: str, ini: bool = True) -> tuple[Any, str | None]:
-    """(absolute path, text as the user wrote it): options relative to the invocation dir, ini to the ini file."""
-    from pathlib import Path
-
-    value = config.getoption(name)
-    base = config.invocation_params.dir
-    if value is None and ini:
-        value = config.getini(name)
-        base = config.inipath.parent if config.inipath else config.rootpath
-    if not value:
-        return None, None
-    return base / Path(value).expanduser(), str(value)
-
-
-def _configure_gating(config: pytest.Config) -> None:
-    from .baseline import TOLERANCE_FORMS, BaselineError, load_baseline, parse_tolerance
-
-    raw = _setting(config, "flops_tolerance")
-    try:
-        tolerance = parse_tolerance(raw)
-    except ValueError:
-        where = "--flops-tolerance" if config.getoption("flops_tolerance") is not None else "flops_tolerance (ini)"
-        raise pytest.UsageError(f"{where}={raw!r} is not valid: expected {TOLERANCE_FORMS}") from None
-    baseline_path, baseline_text = _path_setting(config, "flops_baseline")
-    save_path, save_text = _path_setting(config, "flops_save_baseline", ini=False)
-    overwrite = bool(config.getoption("flops_baseline_overwrite"))
-    same = baseline_path is not None and save_path is not None and baseline_path.resolve() == save_path.resolve()
-    baseline = save_existing = None
-    if baseline_path is not None:
-        try:
-            baseline = load_baseline(baseline_path)
-        except BaselineError as exc:
-            if not (same and overwrite):
-                raise pytest.UsageError(str(exc)) from None
-    if save_path is not None:
-        try:
-            save_existing = baseline if same else load_baseline(save_path)
-        except BaselineError as exc:
-            if not overwrite:
-                raise pytest.UsageError(f"{exc}; pass --flops-baseline-overwrite to replace it") from None
-    strict = bool(_setting(config, "flops_baseline_strict"))
-    if baseline_path is not None and baseline is None and strict and not same:
-        raise pytest.UsageError(
-            f"flops baseline {baseline_text} not found (--flops-baseline-strict): create it with "
-            f"pytest --flops-save-baseline={baseline_text}")
-    gate = FlopsGate(config, tolerance=tolerance, strict=strict, baseline=baseline, baseline_path=baseline_path,
-                     baseline_text=baseline_text, enforce=not same, save_path=save_path, save_text=save_text,
-                     save_existing=save_existing, json_path=_path_setting(config, "flops_json")[0],
-                     markdown_path=_path_setting(config, "flops_markdown")[0],
-                     flamegraph_dir=_path_setting(config, "flops_flamegraph")[0])
-    config.stash[_GATE] = gate
-    config.pluginmanager.register(gate, "flops-gate")
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_GateXdist(gate), "flops-gate-xdist")
-
-
-class FlopsGate:
-    """The baseline comparison of each test, and the files written after the run (by the reporting process only)."""
-
-    def __init__(self, config: pytest.Config, *, tolerance: Any, strict: bool, baseline: Any, baseline_path: Any,
-                 baseline_text: str | None, enforce: bool, save_path: Any, save_text: str | None,
-                 save_existing: Any, json_path: Any, markdown_path: Any, flamegraph_dir: Any) -> None:
-        self.config = config
-        self.tolerance = tolerance
-        self.strict = strict
-        self.baseline = baseline  # None: no file (yet) at baseline_path
-        self.baseline_path = baseline_path
-        self.baseline_text = baseline_text
-        self.enforce = enforce  # False when saving to the compared file: the run accepts the changes
-        self.save_path = save_path
-        self.save_text = save_text
-        self.save_existing = save_existing
-        self.json_path = json_path
-        self.markdown_path = markdown_path
-        self.flamegraph_dir = flamegraph_dir
-        # collector nodeid -> its children's nodeids, as collected (before -k/-m/--lf): removed vs not run
-        self.collected: dict[str, list[str]] = {}
-        self.comparisons: dict[str, Any] = {}
-        self.summary: Any = None  # baseline.RunSummary once the run is over (reporting process)
-        self.lines: list[tuple[str, dict[str, bool]]] = []  # what was written, for the terminal
-
-    @property
-    def tracks_collection(self) -> bool:
-        return self.baseline_path is not None or self.save_path is not None
-
-    def _compare(self, nodeid: str, measurements: list[Any]) -> Any:
-        from .baseline import compare
-
-        entry = self.baseline.entry(nodeid) if self.baseline is not None else None
-        return compare(nodeid, measurements, entry, self.tolerance, self.strict)
-
-    def check(self, item: pytest.Item, measurements: list[Any]) -> str | None:
-        """The failure text when the test's measurements regressed against the baseline (called in its call phase)."""
-        if self.baseline_path is None or not self.enforce or not measurements:
-            return None
-        rank = _session(item.config).rank
-        if rank is not None and rank.rank != 0:
-            return None  # under torchrun the baseline holds rank 0's measurements
-        comparison = self._compare(item.nodeid, [m.to_dict() for m in measurements])
-        if not comparison.failed:
-            return None
-        from .results import torch_version
-
-        return comparison.failure_message(self.baseline_text or "", torch_version())
-
-    def delta_cell(self, row: Any) -> str:
-        """The report's "vs baseline" column."""
-        c = self.comparisons.get(row.get("nodeid"))
-        if c is None or row.get("rank") not in (None, 0):
-            return "-"
-        m = next((m for m in c.measurements if m.index == row.get("index")), None)
-        return m.delta_text() if m is not None else c.status
-
-    @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: before --lf filters the result
-    def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:
-        report = yield
-        if self.tracks_collection and report.passed and isinstance(collector, (pytest.File, pytest.Class)):
-            self.collected[collector.nodeid] = [node.nodeid for node in report.result]
-        return report
-
-    @pytest.hookimpl(trylast=True)  # after the torchrun gather (FlopsSession.pytest_sessionfinish)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        flops_session = _session(self.config)
-        if flops_session.is_worker:
-            if self.tracks_collection:
-                self.config.workeroutput["flops_collected"] = self.collected  # type: ignore[attr-defined]
-            return
-        if not flops_session.is_reporter:
-            return
-        import os
-
-        from .results import torch_version
-
-        records = flops_session.records
-        primary = {r["nodeid"]: r for r in records if r.get("rank") in (None, 0)}
-        collected = self.collected or None
-        if self.baseline_path is not None:
-            from .baseline import summarize
-
-            self.comparisons = {nodeid: self._compare(nodeid, r["measurements"]) for nodeid, r in primary.items()}
-            self.summary = summarize(self.comparisons, self.baseline, collected)
-        failed_writes = False
-        if self.save_path is not None and exitstatus not in (pytest.ExitCode.INTERRUPTED,
-                                                             pytest.ExitCode.INTERNAL_ERROR,
-                                                             pytest.ExitCode.USAGE_ERROR):
-            failed_writes |= not self._write("flops baseline", self.save_text, self._save_baseline,
-                                             list(primary.values()), collected, torch_version())
-        if self.json_path is not None:
-            failed_writes |= not self._write("flops results", self._shown(self.json_path), self._write_json, records)
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary and not (flops_session.report != "off" or self.markdown_path or self.baseline_path):
-            step_summary = None
-        if self.markdown_path is not None or step_summary:
-            failed_writes |= not self._write("flops markdown", self._shown(self.markdown_path or step_summary),
-                                             self._write_markdown, records, step_summary)
-        if self.flamegraph_dir is not None:
-            failed_writes |= not self._write("flops flame graphs", self._shown(self.flamegraph_dir),
-                                             self._write_flamegraphs, list(primary.values()))
-        if failed_writes and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _shown(self, path: Any) -> str:
-        """A path as the terminal shows it: relative to where pytest was started, when it lies below."""
-        from pathlib import Path
-
-        try:
-            return str(Path(path).relative_to(self.config.invocation_params.dir))
-        except ValueError:
-            return str(path)
-
-    def _write(self, what: str, where: str | None, fn: Any, *args: Any) -> bool:
-        try:
-            self.lines.append((fn(*args), {}))
-            return True
-        except OSError as exc:
-            self.lines.append((f"{what}: cannot write {where}: {exc}", {"red": True, "bold": True}))
-            return False
-
-    def _save_baseline(self, records: list[Any], collected: Any, torch: str | None) -> str:
-        from .baseline import dump, merge, missing_entries
-        from .results import write_text_atomic
-
-        existing = self.save_existing.tests if self.save_existing is not None else {}
-        removed, kept = missing_entries(existing, [r["nodeid"] for r in records], collected)
-        write_text_atomic(self.save_path, dump(merge(existing, records, removed, torch)))
-        return (f"flops baseline saved to {self.save_text}: {len(records)} tests updated, {len(kept)} kept"
-                + (f", {len(removed)} removed (no longer collected)" if removed else ""))
-
-    def _baseline_info(self) -> dict[str, Any] | None:
-        if self.baseline_path is None:
-            return None
-        info: dict[str, Any] = {"path": self.baseline_text, "found": self.baseline is not None,
-                                "tolerance": str(self.tolerance), "strict": self.strict, "enforced": self.enforce,
-                                "torch": sorted(self.summary.baseline_torch) if self.summary else []}
-        if self.summary is not None:
-            info["counts"] = self.summary.counts()
-            info.update(self.summary.to_dict())
-        return info
-
-    def _write_json(self, records: list[Any]) -> str:
-        from .results import build_results, dumps, environment, write_text_atomic
-
-        session = _session(self.config)
-        settings = {"ops": session.ops, "strict": session.strict, "report": session.report,
-                    "baseline": self.baseline_text, "tolerance": str(self.tolerance),
-                    "baseline_strict": self.strict}
-        comparisons = {k: c.to_dict() for k, c in self.comparisons.items()} if self.summary is not None else None
-        document = build_results(records, environment(self.config.rootpath), settings, comparisons,
-                                 self._baseline_info())
-        write_text_atomic(self.json_path, dumps(document))
-        return f"flops results written to {self._shown(self.json_path)}"
-
-    def _notes(self) -> list[str]:
-        notes = []
-        if self.baseline_path is not None and self.baseline is None:
-            notes.append(f"flops baseline {self.baseline_text} not found: all tests are new; create it with "
-                         f"pytest --flops-save-baseline={self.baseline_text}")
-        from .results import torch_version
-
-        now = torch_version()
-        old = sorted({c.baseline_torch for c in self.comparisons.values() if c.baseline_torch} - {now})
-        if old:
-            notes.append(f"the baseline was recorded with torch {', '.join(old)}, this run uses torch {now}: "
-                         "op decompositions can change counts between torch releases")
-        return notes
-
-    def _write_markdown(self, records: list[Any], step_summary: str | None) -> str:
-        from .markdown import render_markdown
-        from .results import write_text_atomic
-
-        text = render_markdown(records, self.comparisons if self.summary is not None else None, self.summary,
-                               self.baseline_text, notes=self._notes())
-        done = []
-        if self.markdown_path is not None:
-            write_text_atomic(self.markdown_path, text)
-            done.append(self._shown(self.markdown_path))
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as f:  # shared with other steps: append
-                f.write(text + "\n")
-            done.append("$GITHUB_STEP_SUMMARY")
-        return f"flops markdown written to {' and '.join(done)}"
-
-    def _write_flamegraphs(self, records: list[Any]) -> str:
-        from .flamegraph import write_flamegraphs
-
-        written = write_flamegraphs(records, self.flamegraph_dir)
-        return f"flops flame graphs: {len(written)} folded-stack files in {self._shown(self.flamegraph_dir)}"
-
-    @pytest.hookimpl(trylast=True)  # after the "flops report" table
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if not _session(config).is_reporter or not (self.summary is not None or self.lines or self._notes()):
-            return
-        terminalreporter.ensure_newline()  # else the first line below the header would be blank
-        terminalreporter.section("flops baseline" if self.baseline_path is not None else "flops")
-        for note in self._notes():
-            terminalreporter.write_line(note, yellow=True)
-        if self.summary is not None:
-            self._write_summary(terminalreporter)
-        for line, markup in self.lines:
-            terminalreporter.write_line(line, **markup)
-
-    def _write_summary(self, tr: Any) -> None:
-        summary = self.summary
-        tr.write_line(f"baseline {self.baseline_text}, tolerance {self.tolerance}"
-                      + (", strict" if self.strict else "") + f": {summary.headline()}")
-        if not self.enforce:
-            tr.write_line("saving to the compared baseline: changes are accepted, not failed", yellow=True)
-        groups = (("regressed", {"red": True}), ("improved", {"green": True}), ("within", {}), ("changed", {}))
-        for status, markup in groups:
-            for c in sorted(summary.by_status(status), key=lambda c: c.nodeid):
-                deltas = ", ".join(m.delta_text() for m in c.measurements)
-                label = "within tolerance" if status == "within" else status
-                tr.write_line(f"{label}: {c.nodeid}  {deltas}", **markup)
-        new = sorted(c.nodeid for c in summary.by_status("new"))
-        if new and self.baseline is not None:
-            hint = "" if self.strict else f" (add them with --flops-save-baseline={self.baseline_text})"
-            tr.write_line(f"new, not in the baseline{hint}: {', '.join(new)}")
-        if summary.removed:
-            tr.write_line(f"removed, no longer collected (--flops-save-baseline drops them): "
-                          f"{', '.join(summary.removed)}")
-        if summary.not_run:
-            listed = f": {', '.join(summary.not_run)}" if tr.config.option.verbose > 0 else " (-v lists them)"
-            tr.write_line(f"not run: {len(summary.not_run)} baseline entries, kept{listed}")
-
-
-class _GateXdist:
-    """xdist-only hook (registered only when xdist is installed): the nodeids the workers collected."""
-
-    def __init__(self, gate: FlopsGate) -> None:
-        self.gate = gate
-
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        self.gate.collected.update(getattr(node, "workeroutput", {}).get("flops_collected", {}))
-
-
-_GATE = pytest.StashKey[FlopsGate]()

@@ -1,0 +1,91 @@
+"""The session's state: records of measured tests, in the order their reports
+arrive (from xdist workers too), and the torchrun gather to rank 0.
+
+Registered as a plugin object per pytest config (``flops-session``), so
+nested pytest runs (pytester) keep their own records.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from .collect import rank_info
+
+__all__ = ["FlopsSession", "get_session", "setting", "SESSION_KEY"]
+
+
+def setting(config: pytest.Config, name: str) -> Any:
+    """An option's value, else its ini value: the command line wins."""
+    value = config.getoption(name)
+    return value if value is not None else config.getini(name)
+
+
+class FlopsSession:
+    """Records of measured tests, in the order their reports arrive (also from xdist workers)."""
+
+    def __init__(self, config: pytest.Config, report: str, ops: str, strict: bool) -> None:
+        self.config = config
+        self.report = report
+        self.ops = ops
+        self.strict = strict
+        self.records: list[dict[str, Any]] = []
+        self.is_worker = hasattr(config, "workerinput")
+        # torchrun: this process's rank (None when it runs alone); rank 0 gathers the others' records.
+        self.rank = rank_info()
+        self.missing_ranks: list[int] = []
+        self.started = time.time()
+        try:
+            self.gather_timeout = float(config.getini("flops_gather_timeout"))
+        except ValueError:
+            raise pytest.UsageError(
+                f"flops_gather_timeout={config.getini('flops_gather_timeout')!r} is not a number of seconds") from None
+
+    @property
+    def is_reporter(self) -> bool:
+        """Whether this process prints the report and writes files: not an xdist worker, not a torchrun rank > 0."""
+        return not self.is_worker and (self.rank is None or self.rank.rank == 0)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """torchrun: ranks > 0 send their records to rank 0, before any report or file is written."""
+        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
+            return
+        from .collect import gather
+
+        result = gather(self.records, self.rank, self.gather_timeout, since=self.started - 60)
+        if result is not None:
+            self.records = result.records
+            self.missing_ranks = result.missing
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """torchrun: rank 0 releases the other ranks once its report and files are out; they wait for it,
+        because torchrun stops every rank as soon as one exits with failures."""
+        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
+            return
+        from .collect import release, wait_released
+
+        if self.rank.rank == 0:
+            sys.stdout.flush()
+            release(self.rank)
+        else:
+            wait_released(self.rank, self.gather_timeout)
+
+    # Registered as a plugin object per config, so these hooks see this session only.
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "flops", None)
+        if record:
+            self.add({**record, "outcome": report.outcome})
+
+
+SESSION_KEY = pytest.StashKey[FlopsSession]()
+
+
+def get_session(config: pytest.Config) -> FlopsSession:
+    return config.stash[SESSION_KEY]
