@@ -61,15 +61,6 @@ def _conv_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> t
     return "aten.convolution", "conv", _fc.conv_flop_count(x.shape, module.weight.shape, out.shape, transposed)
 
 
-def _linear_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, str, int]:
-    w = module.weight
-    rows = x.numel() // w.shape[1]
-    op = "aten.addmm" if module.bias is not None and x.dim() == 2 else "aten.mm"
-    if x.dim() > 2 and module.bias is not None:
-        op = "aten.addmm" if x.device.type != "meta" else "aten.mm"
-    return op, "matmul", 2 * rows * w.shape[1] * w.shape[0]
-
-
 def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
     return None
 

@@ -16,12 +16,12 @@ from typing import Any, Mapping
 import torch
 
 from ..registry import DEFAULT_REGISTRY
+from .norm import LAYER_NORM_FLOPS_PER_ELEMENT
+from .pointwise import GELU_FLOPS_PER_ELEMENT, RELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
 
 aten = torch.ops.aten
 op = DEFAULT_REGISTRY.op
 
-#: FLOPs per attention score for softmax (max, subtract, exp, sum, divide) with ops="all".
-SOFTMAX_FLOPS_PER_ELEMENT = 5
 
 
 def attention_flops(b: int, h: int, s_q: int, s_k: int, d_qk: int, d_v: int) -> int:
@@ -89,10 +89,6 @@ def native_mha_flop(query: Any, key: Any, value: Any, embed_dim: int, num_heads:
     }
 
 
-#: FLOPs per element of layer norm (mean, variance, normalise, scale, shift), as in formulas/norm.py.
-LAYER_NORM_FLOPS_PER_ELEMENT = 5
-#: FLOPs per element of GELU (tanh form: ~8) and ReLU (1), as in formulas/pointwise.py.
-GELU_FLOPS_PER_ELEMENT = 8
 
 
 @op(aten._transformer_encoder_layer_fwd, category="attention")
@@ -110,7 +106,7 @@ def transformer_encoder_layer_flop(src: Any, embed_dim: int, num_heads: int, qkv
         "attention": attention_flops(b, num_heads, s, s, e // num_heads, e // num_heads),
         "softmax": SOFTMAX_FLOPS_PER_ELEMENT * b * num_heads * s * s,
         "norm": 2 * LAYER_NORM_FLOPS_PER_ELEMENT * t * e,
-        "pointwise": (GELU_FLOPS_PER_ELEMENT if use_gelu else 1) * t * f  # activation
+        "pointwise": (GELU_FLOPS_PER_ELEMENT if use_gelu else RELU_FLOPS_PER_ELEMENT) * t * f  # activation
         + t * (3 * e + e + f + e)  # biases
         + 2 * t * e,  # two residual additions
     }
