@@ -16,6 +16,7 @@ go through the dispatch mode.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from typing import Any, Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ __all__ = ["FlopCounter", "count", "UncountedOpsError", "ComputeFreeError", "For
 OPS_CHOICES = ("matmul", "all")
 _NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
 _current_node = torch._C._current_autograd_node
+_grad_enabled = torch.is_grad_enabled
 _len_stack = torch._C._len_torch_dispatch_stack
 _stack_at = torch._C._get_dispatch_stack_at
 _pop_stack = torch._C._pop_torch_dispatch_stack
@@ -88,6 +90,12 @@ for _t in (
 class _Mode(TorchDispatchMode):
     """The op-level layer: one dict lookup per op on the common path."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo by default, which imports
+        # torch._dynamo (over a second) on the first op. Only _CompileSafeMode takes that wrapper.
+        return False
+
     def __init__(self, counter: "FlopCounter") -> None:
         super().__init__()
         self.counter = counter
@@ -119,6 +127,19 @@ class _Mode(TorchDispatchMode):
             raise FormulaError(f"the formula for {label} failed: {type(exc).__name__}: {exc}") from exc
         counter._record(label, category, flops, out)
         return out
+
+
+class _CompileSafeMode(_Mode):
+    """The same mode with torch's guard that keeps torch.compile from tracing into it.
+
+    Used when ``torch._dynamo`` is already imported (the user compiles), so the guard costs no import.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return True
+
+    __torch_dispatch__ = _Mode.__torch_dispatch__  # in this class's __dict__, so torch wraps it
 
 
 class FlopCounter:
@@ -165,6 +186,7 @@ class FlopCounter:
         # Zero-cost fast-path modules, by call signature: True once a call through the dispatch mode
         # showed that all their ops are known (so skipping them loses nothing), False if not.
         self._zero_known: dict[tuple, bool] = {}
+        self._fast_cache: dict[tuple, tuple[str, str, int]] = {}
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
@@ -179,7 +201,7 @@ class FlopCounter:
         self._reset()
         self.measurement = None
         self._tracker = ModuleTracker(self, self.model)
-        self._mode = _Mode(self)
+        self._mode = (_CompileSafeMode if "torch._dynamo" in sys.modules else _Mode)(self)
         self._tracker.install()
         try:
             self._mode.__enter__()
@@ -271,31 +293,42 @@ class FlopCounter:
             entry = self._module_formulas[module_type] = self.registry.lookup_module(module_type)
             return entry
 
-    def _fast_formula(self, module: torch.nn.Module, args: tuple) -> Any:
+    def _fast_spec(self, module: torch.nn.Module) -> Any:
+        """(formula, input rank, config key) if calls of this exact module type may take the fast path."""
         if not self._fast_path:
             return None
         spec = _FAST_TYPES.get(type(module))
-        if spec is None or module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
+        if spec is None:
+            return None
+        if spec[0] is not _zero_fast:
+            return spec[0], spec[1], None
+        # What selects the ops a zero-cost module runs: its type and scalar settings (inplace, eps, ...).
+        config = (type(module),) + tuple(
+            [v for k, v in module.__dict__.items() if type(v) in _CONFIG_TYPES and k != "training"])
+        return spec[0], spec[1], config
+
+    def _fast_formula(self, module: torch.nn.Module, args: tuple, spec: Any) -> Any:
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
                 or module._backward_pre_hooks or len(args) != 1:
             return None
         x = args[0]
-        if type(x) is not torch.Tensor or x.is_nested or (spec[1] is not None and x.dim() != spec[1]):
+        fn, rank, config = spec
+        if type(x) is not torch.Tensor or (rank is not None and x.dim() != rank) or x.is_nested:
             return None
         n = _len_stack()
         if not n or _stack_at(n - 1) is not self._mode:
             return None
-        if spec[0] is _zero_fast:
+        if fn is _zero_fast:
             # Skipping the ops of e.g. nn.ReLU is only exact if none of them is uncounted: the first call of
             # each signature runs through the dispatch mode as a probe (a tuple), later ones take the fast path.
-            key = (type(module), torch.is_grad_enabled(), x.dtype, x.device.type, x.dim(), x.requires_grad,
-                   tuple([v for v in module.__dict__.values() if type(v) in _CONFIG_TYPES]))
+            key = (config, module.training, _grad_enabled(), x.dtype, x.device, x.dim(), x.requires_grad)
             known = self._zero_known.get(key)
             if known is None:
                 return (key, self._uncounted_calls, self._forward, self._backward)
             if not known:
                 return None
         _pop_stack(None)
-        return spec[0]
+        return fn
 
     def _end_probe(self, probe: tuple, output: Any) -> None:
         key, uncounted, forward, backward = probe
@@ -310,14 +343,15 @@ class FlopCounter:
         _push_stack(self._mode)
 
     def _record_module(self, path: str, module: torch.nn.Module, fast: Any, args: tuple, output: Any) -> None:
-        result = fast(module, args[0], output)
-        if result is not None:
-            label, category, flops = result
-            self._record(label, category, flops, output)
-        else:
-            device = getattr(output, "device", None)
-            if device is not None:
-                self._devices.add(device)
+        if fast is _zero_fast:
+            self._devices.add(output.device)
+            return
+        x = args[0]
+        key = (id(module), x.shape)
+        result = self._fast_cache.get(key)
+        if result is None:
+            result = self._fast_cache[key] = fast(module, x, output)
+        self._record(result[0], result[1], result[2], output)
 
     def _record_module_formula(self, path: str, module: torch.nn.Module, fn: Any, category: str,
                                args: tuple, output: Any) -> None:
@@ -445,6 +479,49 @@ def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", s
 
 def _count_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
                 registry: Registry | None) -> Measurement:
+    """Count without arithmetic: on ``meta`` copies when the model allows it (fastest), else on fake tensors."""
+    if module is not None:
+        try:
+            return _count_on_meta(module, inputs, kwargs, ops, strict, registry)
+        except UncountedOpsError:
+            raise
+        except Exception:  # value-dependent code, or tensors made on a fixed device: fake tensors handle those
+            pass
+    return _count_on_fake(model, module, inputs, kwargs, ops, strict, registry)
+
+
+def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: str, strict: bool,
+                   registry: Registry | None) -> Measurement:
+    """Run ``module`` through ``torch.func.functional_call`` with ``meta`` copies of its parameters, buffers
+    and inputs, and with ``meta`` as the default device; the module itself is not touched."""
+    import dataclasses
+
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    devices: set[str] = set()
+
+    def to_meta(value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        devices.add(_device_name(value.device))
+        copy = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+        return copy.requires_grad_(value.requires_grad) if value.is_leaf else copy
+
+    if any(getattr(t, "is_nested", False) or type(t) not in (torch.Tensor, torch.nn.Parameter)
+           for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)):
+        raise TypeError("tensor subclasses run on fake tensors")
+    state = {name: to_meta(t) for name, t in module.named_parameters(remove_duplicate=False)}
+    state.update({name: to_meta(t) for name, t in module.named_buffers(remove_duplicate=False)})
+    meta_inputs, meta_kwargs = tree_map(to_meta, (inputs, kwargs))
+    counter = FlopCounter(ops, strict, registry=registry, model=module, _computed=False)
+    with torch.device("meta"), counter:
+        torch.func.functional_call(module, state, meta_inputs, meta_kwargs, tie_weights=True, strict=False)
+    assert counter.measurement is not None
+    return dataclasses.replace(counter.measurement, devices=tuple(sorted(devices)) or counter.measurement.devices)
+
+
+def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
+                   registry: Registry | None) -> Measurement:
     from torch._subclasses import fake_tensor as ft
     from torch.utils._pytree import tree_map
 

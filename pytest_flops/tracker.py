@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ModuleTracker"]
 
 _get_seq = torch.autograd._get_sequence_nr
+_get_ident = threading.get_ident
 _grad_enabled = torch.is_grad_enabled
 
 # Frame kinds
@@ -44,10 +45,11 @@ class ModuleTracker:
         self.ends: list[int] = []
         self.call_paths: list[str] = []
         self.suppress = 0
-        self._thread = threading.get_ident()
+        self._thread = _get_ident()
         self._handles: list[Any] = []
         self._backward_cache: dict[int, str] = {}
         self._root_names: dict[str, int] = {}
+        self._info: dict[int, tuple[str, Any, Any]] = {}
         if root is not None:
             self._add_root(root)
 
@@ -98,42 +100,51 @@ class ModuleTracker:
             if frame[0] == _FAST:
                 counter._resume_mode()
 
+    def _describe(self, module: torch.nn.Module) -> tuple[str, Any, Any]:
+        """(name, module formula, fast-path spec) of a module, worked out on its first call."""
+        name = self.names.get(id(module)) or self._name(module)
+        if name not in self.types:
+            self.types[name] = type(module).__name__
+            self.counter._seen_module(name)
+        counter = self.counter
+        info = (name, counter._module_formula(type(module)), counter._fast_spec(module))
+        self._info[id(module)] = info
+        return info
+
     def _pre(self, module: torch.nn.Module, args: tuple) -> None:
-        if threading.get_ident() != self._thread:
+        if _get_ident() != self._thread:
             return
         if self.suppress:
             self.suppress += 1
             self.frames.append((_INSIDE_FORMULA, module))
             return
-        name = self.names.get(id(module)) or self._name(module)
-        stack = self.stack
-        if name not in self.types:
-            self.types[name] = type(module).__name__
-            self.counter._seen_module(name)
+        info = self._info.get(id(module))
+        if info is None:
+            info = self._describe(module)
+        name, formula, spec = info
         old_path = self.path
-        stack.append(name)
-        self.path = name if not old_path else old_path + ";" + name
+        self.stack.append(name)
+        self.path = path = old_path + ";" + name if old_path else name
         index = -1
         if _grad_enabled():
             index = len(self.starts)
             self.starts.append(_get_seq())
             self.ends.append(1 << 62)
-            self.call_paths.append(self.path)
-        counter = self.counter
-        formula = counter._module_formula(type(module))
+            self.call_paths.append(path)
         if formula is not None:
             self.suppress = 1
             self.frames.append((_FORMULA, module, old_path, index, formula))
             return
-        fast = counter._fast_formula(module, args)
-        if fast is not None:
-            # A tuple: a zero-cost module's first call, run through the dispatch mode to check its ops.
-            self.frames.append((_PROBE if type(fast) is tuple else _FAST, module, old_path, index, fast))
-            return
+        if spec is not None:
+            fast = self.counter._fast_formula(module, args, spec)
+            if fast is not None:
+                # A tuple: a zero-cost module's first call, run through the dispatch mode to check its ops.
+                self.frames.append((_PROBE if type(fast) is tuple else _FAST, module, old_path, index, fast))
+                return
         self.frames.append((_PLAIN, module, old_path, index))
 
     def _post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if threading.get_ident() != self._thread or not self.frames:
+        if _get_ident() != self._thread or not self.frames:
             return
         frame = self.frames.pop()
         kind = frame[0]

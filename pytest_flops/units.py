@@ -70,8 +70,12 @@ def format_quantity(n: float, unit: str = "", precision: int = 2) -> str:
     """
     sign = "-" if n < 0 else ""
     n = abs(n)
-    for suffix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    scales = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3))
+    for i, (suffix, scale) in enumerate(scales):
         if n >= scale:
+            # when rounding reaches 1000, take the next suffix: 999_995_000 reads 1.00G, not 1000.00M
+            if i > 0 and round(n / scale, precision) >= 1000:
+                suffix, scale = scales[i - 1]
             text = f"{sign}{n / scale:.{precision}f} {suffix}"
             return text + unit if unit else text.replace(" ", "")
     text = f"{sign}{n:g}" if isinstance(n, float) and not float(n).is_integer() else f"{sign}{int(n)}"
