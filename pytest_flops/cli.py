@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     count = commands.add_parser(
         "count", help="count a model given by import path and print its per-module table",
         description="Build a model from an import path and count one forward pass. By default the model "
-                    "runs on fake tensors (no arithmetic, no activation memory): the counts equal a real run's.",
+                    "runs on meta copies or fake tensors (no arithmetic, no activation memory): the counts equal a real run's.",
     )
     count.add_argument("target", metavar="MODULE:FACTORY",
                        help="import path of a torch.nn.Module instance, or of a class or function called with "
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="build the model and its inputs on the meta device: no memory for weights, "
                             "for models too large for this machine")
     count.add_argument("--compute", action=argparse.BooleanOptionalAction, default=None,
-                       help="run real arithmetic (default: --no-compute, fake tensors; on meta nothing computes)")
+                       help="run real arithmetic (default: --no-compute; on meta nothing computes)")
     count.add_argument("--dtype", type=_dtype_arg, default=None, metavar="DTYPE",
                        help=f"dtype of the model and its floating-point inputs ({', '.join(FLOAT_DTYPES)})")
     count.add_argument("--ops", choices=("matmul", "all"), default="matmul",
@@ -214,7 +214,7 @@ def _count(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(measurement.to_dict(), indent=2))
         return 0
-    how = "meta" if device.type == "meta" else ("computed" if compute else "fake tensors, no compute")
+    how = "meta" if device.type == "meta" else ("computed" if compute else "no compute")
     print(f"{args.target} on {shapes} ({how}, ops={args.ops})")
     print()
     print(measurement.table(depth=args.depth))
@@ -311,7 +311,7 @@ def _make_input(spec: InputSpec, device: Any, float_dtype: Any, compute: bool) -
         return torch.zeros(spec.shape, dtype=dtype, device=device)  # valid indices for any embedding
     if compute:
         return torch.randn(spec.shape, dtype=dtype, device=device)
-    return torch.empty(spec.shape, dtype=dtype, device=device)  # never read: the run is on fake tensors
+    return torch.empty(spec.shape, dtype=dtype, device=device)  # never read: the run does no arithmetic
 
 
 # -- compare ------------------------------------------------------------------

@@ -87,7 +87,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_count_prints_table_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224")
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == "pytest_flops.zoo:resnet50 on 1x3x224x224 (fake tensors, no compute, ops=matmul)"
+    assert out.splitlines()[0] == "pytest_flops.zoo:resnet50 on 1x3x224x224 (no compute, ops=matmul)"
     assert "ResNet: 8.18 GFLOPs, 4.09 GMACs, 25.56M params, on cpu" in out
     rows = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
     assert rows[:2] == ["conv1", "bn1"] and "layer1.0" in rows and "layer1.0.conv1" not in rows  # depth 2
@@ -142,7 +142,7 @@ def test_count_ops_all_adds_categories(capsys: pytest.CaptureFixture[str], model
 def test_count_several_inputs_with_dtypes(capsys: pytest.CaptureFixture[str], models: str) -> None:
     code, out, err = run(capsys, "count", f"{models}:TwoInputs", "--input", "long:2x10", "--input", "1x4")
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == f"{models}:TwoInputs on long:2x10, 1x4 (fake tensors, no compute, ops=matmul)"
+    assert out.splitlines()[0] == f"{models}:TwoInputs on long:2x10, 1x4 (no compute, ops=matmul)"
     assert "TwoInputs: 10.24 KFLOPs" in out  # 2 * 20 tokens * 32 * 8
 
 
