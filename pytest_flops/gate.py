@@ -9,6 +9,7 @@ Options are added by :mod:`pytest_flops.plugin`; comparisons live in
 
 from __future__ import annotations
 
+import os
 from typing import Any, Generator
 
 import pytest
@@ -60,10 +61,17 @@ def _path_setting(config: pytest.Config, name: str, ini: bool = True) -> tuple[A
     return base / Path(value).expanduser(), str(value)
 
 
+_FILE_SETTINGS = ("flops_baseline", "flops_save_baseline", "flops_json", "flops_markdown", "flops_flamegraph")
+
+
 def configure_gating(config: pytest.Config) -> None:
+    raw = setting(config, "flops_tolerance")
+    wanted = any(config.getoption(name) or (name != "flops_save_baseline" and config.getini(name))
+                 for name in _FILE_SETTINGS)
+    if str(raw).strip() in ("", "0") and not wanted and not os.environ.get("GITHUB_STEP_SUMMARY"):
+        return  # nothing to compare or write: no gate, and nothing imported (start-up stays cheap)
     from .baseline import TOLERANCE_FORMS, BaselineError, load_baseline, parse_tolerance
 
-    raw = setting(config, "flops_tolerance")
     try:
         tolerance = parse_tolerance(raw)
     except ValueError:
