@@ -96,10 +96,39 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                      f"{per_test[n] * 1e3:+.3f} ms/test; {fmt_ms(base)} plain vs {fmt_ms(rep)} reporting, "
                      f"n={len(times['plain'])} each{json_note}{'; ' + note if note else ''}"))
     small, large = (per_test[n] for n in sizes)
-    ok = large <= LINEAR * max(small, NEGLIGIBLE_S)
-    # One run per variant (quick) cannot tell a 0.5 ms/test difference from noise: reported, not judged.
-    verdict = INFO if quick else status(ok)
-    emit(Row(NAME, f"linear growth N={sizes[0]}->{sizes[1]}",
-             f"{large / small:.2f}x" if small > NEGLIGIBLE_S else "n/a", f"<= {LINEAR:.1f}x", verdict,
-             f"per-test extra {small * 1e3:+.3f} -> {large * 1e3:+.3f} ms"
-             + ("; below 0.05 ms/test at the smaller N: compared against 0.05 ms" if small <= NEGLIGIBLE_S else "")))
+    # End to end, the extra cost is a fraction of a millisecond a test against whole-run noise of a
+    # few hundred milliseconds: reported, not judged. Linearity is judged on the reporting work itself.
+    emit(Row(NAME, f"end-to-end growth N={sizes[0]}->{sizes[1]}",
+             f"{large / small:.2f}x" if small > NEGLIGIBLE_S else "n/a", "-", INFO,
+             f"per-test extra {small * 1e3:+.3f} -> {large * 1e3:+.3f} ms (noise-bound: see the next row)"))
+    _direct(quick, emit)
+
+
+def _direct(quick: bool, emit: Callable[[Row], None]) -> None:
+    """The session's per-test reporting work, timed in-process: record, terminal table, JSON document."""
+    import time
+
+    import torch
+
+    import pytest_flops
+    from pytest_flops.report import render_table
+    from pytest_flops.results import build_results, dumps
+
+    measurement = pytest_flops.count(torch.nn.Linear(8, 8), torch.randn(1, 8))
+    sizes = (500, 2000)
+    per_test = {}
+    for n in sizes:
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            records = [{"nodeid": f"test_tiny.py::test_{i}", "budget": None, "verdicts": None, "worker": None,
+                        "measurements": [measurement.to_dict()], "outcome": "passed"} for i in range(n)]
+            render_table(records)
+            dumps(build_results(records, {}, {}, None, None))
+            best = min(best, time.perf_counter() - start)
+        per_test[n] = best / n
+    growth = per_test[sizes[-1]] / per_test[sizes[0]]
+    emit(Row(NAME, f"linear growth N={sizes[0]}->{sizes[-1]}", f"{growth:.2f}x", f"<= {LINEAR:.1f}x",
+             status(growth <= LINEAR),
+             "reporting work per test (record, table, JSON): "
+             + " -> ".join(f"{per_test[n] * 1e6:.0f} us" for n in sizes)))
