@@ -16,6 +16,7 @@ go through the dispatch mode.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 from collections import Counter
@@ -69,6 +70,8 @@ def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
 
 #: Module attribute types that select which ops a zero-cost fast-path module runs (training, inplace, ...).
 _CONFIG_TYPES = (bool, int, float, str, tuple, type(None))
+#: Per zero-cost module type: an attrgetter of the settings that select its ops.
+_SETTINGS: dict[type, Callable[[Any], Any]] = {}
 
 
 _nn = torch.nn
@@ -96,16 +99,17 @@ class _Mode(TorchDispatchMode):
         # torch._dynamo (over a second) on the first op. Only _CompileSafeMode takes that wrapper.
         return False
 
-    def __init__(self, counter: "FlopCounter") -> None:
+    def __init__(self, counter: "FlopCounter", tracker: Any) -> None:
         super().__init__()
         self.counter = counter
+        self.tracker = tracker  # the module tracker of the thread this mode is pushed in
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         counter = self.counter
         handler = counter._handlers.get(func)
         if handler is None:
             handler = counter._resolve(func)
-        if handler is _PASS or counter._tracker.suppress:
+        if handler is _PASS or self.tracker.suppress:
             return func(*args, **kwargs) if kwargs else func(*args)
         if handler is _DECOMPOSE:
             with self:
@@ -125,7 +129,7 @@ class _Mode(TorchDispatchMode):
             flops = fn(*args, out=out, **kwargs)
         except Exception as exc:
             raise FormulaError(f"the formula for {label} failed: {type(exc).__name__}: {exc}") from exc
-        counter._record(label, category, flops, out)
+        counter._record(self.tracker, label, category, flops, out)
         return out
 
 
@@ -187,6 +191,7 @@ class FlopCounter:
         # showed that all their ops are known (so skipping them loses nothing), False if not.
         self._zero_known: dict[tuple, bool] = {}
         self._fast_cache: dict[tuple, tuple[str, str, int]] = {}
+        self._lock = threading.Lock()
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
@@ -201,7 +206,7 @@ class FlopCounter:
         self._reset()
         self.measurement = None
         self._tracker = ModuleTracker(self, self.model)
-        self._mode = (_CompileSafeMode if "torch._dynamo" in sys.modules else _Mode)(self)
+        self._mode = self._tracker.mode = self._new_mode(self._tracker)
         self._tracker.install()
         try:
             self._mode.__enter__()
@@ -225,6 +230,10 @@ class FlopCounter:
                 "pytest_flops.register_op_formula(op, fn) or use strict=False"
             )
 
+    def _new_mode(self, tracker: Any) -> _Mode:
+        """A dispatch mode for one thread's tracker (the main thread's, or a worker's: see tracker.py)."""
+        return (_CompileSafeMode if "torch._dynamo" in sys.modules else _Mode)(self, tracker)
+
     # -- called by the dispatch mode -----------------------------------------
     def _selected(self, category: str) -> bool:
         return self.ops == "all" or category not in _NOT_MATMUL_BUILTIN
@@ -246,7 +255,14 @@ class FlopCounter:
         self._handlers[func] = handler
         return handler
 
-    def _record(self, label: str, category: str, flops: Any, out: Any) -> None:
+    def _record(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
+        if tracker.worker:  # another thread counts at the same time: one update at a time
+            with self._lock:
+                self._record_unlocked(tracker, label, category, flops, out)
+        else:
+            self._record_unlocked(tracker, label, category, flops, out)
+
+    def _record_unlocked(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
         node = _current_node()
         if type(flops) is int:
             if not flops:
@@ -264,10 +280,10 @@ class FlopCounter:
             if not total:
                 return
         if node is None:
-            key = (self._tracker.path, label)
+            key = (tracker.path, label)
             self._forward += total
         else:
-            key = (self._tracker.backward_path(node), label + " (backward)")
+            key = (tracker.backward_path(node), label + " (backward)")
             self._backward += total
         self._stacks[key] = self._stacks.get(key, 0) + total
         device = getattr(out, "device", None)
@@ -277,8 +293,9 @@ class FlopCounter:
             self._devices.add(device)
 
     def _record_uncounted(self, func: Any) -> None:
-        self._uncounted[str(func._overloadpacket)] += 1
-        self._uncounted_calls += 1
+        with self._lock:
+            self._uncounted[str(func._overloadpacket)] += 1
+            self._uncounted_calls += 1
 
     # -- called by the tracker ---------------------------------------------
     def _seen_module(self, name: str) -> None:
@@ -302,12 +319,15 @@ class FlopCounter:
             return None
         if spec[0] is not _zero_fast:
             return spec[0], spec[1], None
-        # What selects the ops a zero-cost module runs: its type and scalar settings (inplace, eps, ...).
-        config = (type(module),) + tuple(
-            [v for k, v in module.__dict__.items() if type(v) in _CONFIG_TYPES and k != "training"])
-        return spec[0], spec[1], config
+        # What selects the ops a zero-cost module runs: its type and scalar settings (inplace, eps, ...),
+        # read with one attrgetter per type.
+        getter = _SETTINGS.get(type(module))
+        if getter is None:
+            names = [k for k, v in module.__dict__.items() if type(v) in _CONFIG_TYPES and k != "training"]
+            getter = _SETTINGS[type(module)] = operator.attrgetter(*names) if names else (lambda m: ())
+        return spec[0], spec[1], (type(module), getter(module))
 
-    def _fast_formula(self, module: torch.nn.Module, args: tuple, spec: Any) -> Any:
+    def _fast_formula(self, module: torch.nn.Module, args: tuple, spec: Any, mode: _Mode) -> Any:
         if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
                 or module._backward_pre_hooks or len(args) != 1:
             return None
@@ -316,7 +336,7 @@ class FlopCounter:
         if type(x) is not torch.Tensor or (rank is not None and x.dim() != rank) or x.is_nested:
             return None
         n = _len_stack()
-        if not n or _stack_at(n - 1) is not self._mode:
+        if not n or _stack_at(n - 1) is not mode:
             return None
         if fn is _zero_fast:
             # Skipping the ops of e.g. nn.ReLU is only exact if none of them is uncounted: the first call of
@@ -339,10 +359,7 @@ class FlopCounter:
         if device is not None:
             self._devices.add(device)
 
-    def _resume_mode(self) -> None:
-        _push_stack(self._mode)
-
-    def _record_module(self, path: str, module: torch.nn.Module, fast: Any, args: tuple, output: Any) -> None:
+    def _record_module(self, tracker: Any, module: torch.nn.Module, fast: Any, args: tuple, output: Any) -> None:
         if fast is _zero_fast:
             self._devices.add(output.device)
             return
@@ -351,9 +368,9 @@ class FlopCounter:
         result = self._fast_cache.get(key)
         if result is None:
             result = self._fast_cache[key] = fast(module, x, output)
-        self._record(result[0], result[1], result[2], output)
+        self._record(tracker, result[0], result[1], result[2], output)
 
-    def _record_module_formula(self, path: str, module: torch.nn.Module, fn: Any, category: str,
+    def _record_module_formula(self, tracker: Any, module: torch.nn.Module, fn: Any, category: str,
                                args: tuple, output: Any) -> None:
         try:
             flops = fn(module, args, output)
@@ -365,7 +382,7 @@ class FlopCounter:
             raise FormulaError(
                 f"the module formula for {type(module).__name__} returned {flops!r}: expected an int FLOP count"
             )
-        self._record(f"{type(module).__name__} (module formula)", category, flops, output)
+        self._record(tracker, f"{type(module).__name__} (module formula)", category, flops, output)
 
     # -- result --------------------------------------------------------------
     def _parameters(self) -> tuple[int, int]:
@@ -433,6 +450,7 @@ class FlopCounter:
 class _NullTracker:
     path = ""
     suppress = 0
+    worker = False
     roots: dict[int, torch.nn.Module] = {}
     names: dict[int, str] = {}
     types: dict[str, str] = {}

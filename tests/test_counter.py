@@ -1169,3 +1169,115 @@ def test_no_warnings_on_common_paths():
         warnings.simplefilter("error")
         count(nn.Linear(2, 2), torch.randn(1, 2))
         count(nn.Linear(2, 2), torch.randn(1, 2), compute=False)
+
+
+# ---------------------------------------------------------------------------
+# threads: work a module hands to other threads (as nn.DataParallel does)
+# ---------------------------------------------------------------------------
+class _Fanout(nn.Module):
+    """Runs replicas of ``module`` in threads from its forward, like nn.DataParallel's parallel_apply."""
+
+    def __init__(self, module: nn.Module, n: int = 2) -> None:
+        super().__init__()
+        self.module = module
+        self.n = n
+
+    def forward(self, x):
+        import copy
+        import threading
+
+        replicas = []
+        for _ in range(self.n):
+            replica = copy.deepcopy(self.module)
+            replica._is_replica = True
+            replicas.append(replica)
+        outputs = [None] * self.n
+        chunks = x.chunk(self.n)
+
+        def work(i):
+            outputs[i] = replicas[i](chunks[i])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(self.n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return torch.cat(outputs)
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_threads_started_inside_a_module_are_counted(fast_path):
+    mlp = _mlp()
+    x = torch.randn(8, 16)
+    direct = count(mlp, x)
+    with FlopCounter(fast_path=fast_path, model=_Fanout(mlp)) as c:
+        c.model(x)
+    m = c.measurement
+    assert m.flops == direct.flops  # each replica did half the rows
+    assert m.by_module["module"] == direct.flops
+    assert m.by_module["module.0"] == direct.by_module["0"]
+    assert m.by_module["module.2"] == direct.by_module["2"]
+    assert m.uncounted == {}
+    assert torch._C._len_torch_dispatch_stack() == 0
+
+
+def test_threads_outside_any_module_are_not_adopted():
+    import threading
+
+    mlp = _mlp()
+    with FlopCounter() as c:
+        t = threading.Thread(target=lambda: mlp(torch.randn(4, 16)))
+        t.start()
+        t.join()
+    assert c.measurement.flops == 0
+
+
+def test_thread_exception_leaves_no_mode_in_the_worker():
+    import threading
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+
+    class Runner(nn.Module):
+        def forward(self, x):
+            leftover = []
+
+            def work():
+                try:
+                    Boom()(x)
+                except ValueError:
+                    pass
+                leftover.append(torch._C._len_torch_dispatch_stack())
+
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+            return leftover[0]
+
+    with FlopCounter():
+        assert Runner()(torch.randn(2)) == 0
+
+
+def test_data_parallel_without_gpus_counts_the_module():
+    mlp = _mlp()
+    x = torch.randn(4, 16)
+    m = count(nn.DataParallel(mlp), x)
+    assert m.flops == count(mlp, x).flops
+    assert m.by_module["module.0"] == 2 * 4 * 16 * 32
+
+
+def test_backward_of_thread_work_is_attributed_to_its_modules():
+    mlp = _mlp()
+    model = _Fanout(mlp)
+    with FlopCounter(model=model) as c:
+        model(torch.randn(8, 16)).sum().backward()
+    m = c.measurement
+    # first Linear: its input needs no grad, so only the weight gradient (1x forward); last: 2x forward
+    assert m.by_module["module.0"] == 2 * (2 * 8 * 16 * 32)
+    assert m.by_module["module.2"] == 3 * (2 * 8 * 32 * 8)
+    assert m.by_module["_Fanout"] == m.flops == m.forward_flops + m.backward_flops
