@@ -150,16 +150,17 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     env = os.environ if environ is None else environ
     own = [{**r, "rank": info.rank} for r in records]
     store, store_name = _open_store(env)
+    how = "local"
     folder = exchange_dir(env)
     if info.rank != 0:
-        payload = json.dumps({"rank": info.rank, "world_size": info.world_size, "records": own})
+        message = json.dumps({"rank": info.rank, "world_size": info.world_size, "records": own})
         if store is not None:
             try:
-                store.set(_key(env, info.rank), payload)
+                store.set(_key(env, info.rank), message)
                 return None
             except Exception:
                 pass
-        _write_atomic(folder / f"rank-{info.rank}.json", payload)
+        _write_atomic(folder / f"rank-{info.rank}.json", message)
         return None
 
     by_rank: dict[int, list[dict[str, Any]]] = {0: own}
@@ -168,11 +169,11 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     deadline = time.monotonic() + max(0.0, timeout)
     while pending:
         for rank in sorted(pending):
-            payload = None
+            payload: str | None = None
             if store is not None:
                 try:
                     if store.check([_key(env, rank)]):
-                        payload, how = store.get(_key(env, rank)).decode("utf-8"), store_name
+                        payload, how = store.get(_key(env, rank)).decode("utf-8"), store_name or "store"
                 except Exception:
                     store = None  # gone (e.g. the tests destroyed their group): files only from now on
             path = folder / f"rank-{rank}.json"

@@ -61,7 +61,8 @@ class FormulaError(RuntimeError):
 
 def _conv_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, str, int]:
     transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
-    return "aten.convolution", "conv", _fc.conv_flop_count(x.shape, module.weight.shape, out.shape, transposed)
+    return "aten.convolution", "conv", _fc.conv_flop_count(x.shape, module.weight.shape, out.shape,  # type: ignore[arg-type]
+                                                           transposed)
 
 
 def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
@@ -122,7 +123,7 @@ class _Mode(TorchDispatchMode):
         if handler is _UNCOUNTED:
             counter._record_uncounted(func)
             return out
-        fn, category, label = handler
+        fn, category, label = handler  # type: ignore[misc]
         if "out" in kwargs:  # an out= variant: the formula gets the output as ``out``
             kwargs = {k: v for k, v in kwargs.items() if k != "out"}
         try:
@@ -195,7 +196,7 @@ class FlopCounter:
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
-        self._tracker = _NullTracker()
+        self._tracker: Any = _NullTracker()
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> "FlopCounter":

@@ -321,7 +321,7 @@ class FlopsGate:
                       + (", strict" if self.strict else "") + f": {summary.headline()}")
         if not self.enforce:
             tr.write_line("saving to the compared baseline: changes are accepted, not failed", yellow=True)
-        groups = (("regressed", {"red": True}), ("improved", {"green": True}), ("within", {}), ("changed", {}))
+        groups: tuple[tuple[str, dict[str, bool]], ...] = (("regressed", {"red": True}), ("improved", {"green": True}), ("within", {}), ("changed", {}))
         for status, markup in groups:
             for c in sorted(summary.by_status(status), key=lambda c: c.nodeid):
                 deltas = ", ".join(m.delta_text() for m in c.measurements)

@@ -226,7 +226,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         extra.append(("vs baseline", gate.delta_cell))
     for line in render_table(session.records, width=width, full=session.report == "full", extra_columns=extra):
         terminalreporter.write_line(line)
-    if session.missing_ranks:
+    if session.missing_ranks and session.rank is not None:
         terminalreporter.write_line(
             f"ranks {', '.join(map(str, session.missing_ranks))} of {session.rank.world_size} sent no measurements "
             f"within flops_gather_timeout ({session.gather_timeout:g} s): their rows are missing", yellow=True)

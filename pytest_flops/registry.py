@@ -80,7 +80,7 @@ class Registry:
         self.parent = parent
         self._ops: dict[Any, tuple[OpFormula, str] | str] = {}
         self._modules: dict[type, tuple[ModuleFormula, str]] = {}
-        self.user_op_formulas = False if parent is None else parent.user_op_formulas
+        self.user_op_formulas: bool = False if parent is None else parent.user_op_formulas
 
     def child(self) -> "Registry":
         return Registry(self)
