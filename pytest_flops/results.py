@@ -101,7 +101,8 @@ def build_results(records: Iterable[Mapping[str, Any]], env: Mapping[str, Any], 
         tests.append(test)
     measurements = [m for t in tests for m in t["measurements"]]
     summary: dict[str, Any] = {
-        "tests": len(tests),
+        "tests": len({t["nodeid"] for t in tests}),  # under torchrun each rank runs every test: count it once
+        "records": len(tests),
         "measurements": len(measurements),
         "flops": sum(m.get("flops", 0) for m in measurements),
         "macs": sum(m.get("macs", 0) for m in measurements),
