@@ -257,7 +257,9 @@ class FlopCounter:
         return handler
 
     def _record(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
-        if tracker.worker:  # another thread counts at the same time: one update at a time
+        # Worker threads (DataParallel replicas) and autograd's per-device backward threads may record
+        # at the same time: one update at a time. The counting thread's forward needs no lock.
+        if tracker.worker or _current_node() is not None:
             with self._lock:
                 self._record_unlocked(tracker, label, category, flops, out)
         else:
