@@ -283,12 +283,45 @@ class FlopCounter:
             if not total:
                 return
         if node is None:
+            parts = getattr(flops, "parts", None)
+            if parts is not None and self._record_parts(tracker, label, flops):
+                self._forward += total
+                self._record_device(out)
+                return
             key = (tracker.path, label)
             self._forward += total
         else:
             key = (tracker.backward_path(node), label + " (backward)")
             self._backward += total
         self._stacks[key] = self._stacks.get(key, 0) + total
+        self._record_device(out)
+
+    def _record_parts(self, tracker: Any, label: str, flops: Any) -> bool:
+        """Charge a fused op's parts to the children of the running module (formulas/attention.Parts)."""
+        if not tracker.stack:
+            return False
+        inner = tracker.stack[-1]
+        children = {child: f"{inner}.{child}" for child in flops.parts if child}
+        known = set(tracker.names.values())
+        if not all(name in known for name in children.values()):
+            return False
+        for child, part in flops.parts.items():
+            value = sum(v for cat, v in part.items() if self._selected(cat))
+            if child:
+                name = children[child]
+                if name not in tracker.types:  # listed like a child that ran, even at 0 FLOPs
+                    tracker.types[name] = flops.types.get(child, "")
+                    self._seen_module(name)
+            if not value:
+                continue
+            if child:
+                key = (f"{tracker.path};{name}", label)
+            else:
+                key = (tracker.path, label)
+            self._stacks[key] = self._stacks.get(key, 0) + value
+        return True
+
+    def _record_device(self, out: Any) -> None:
         device = getattr(out, "device", None)
         if device is None and isinstance(out, (tuple, list)) and out:
             device = getattr(out[0], "device", None)

@@ -1281,3 +1281,20 @@ def test_backward_of_thread_work_is_attributed_to_its_modules():
     assert m.by_module["module.0"] == 2 * (2 * 8 * 16 * 32)
     assert m.by_module["module.2"] == 3 * (2 * 8 * 32 * 8)
     assert m.by_module["_Fanout"] == m.flops == m.forward_flops + m.backward_flops
+
+
+@pytest.mark.parametrize("ops", ["matmul", "all"])
+def test_fused_encoder_layer_is_split_over_its_submodules(ops):
+    """The fused no-grad CPU path charges its parts to self_attn, linear1, ... like the unfused run."""
+    model = zoo.bert_base(num_layers=2, dropout=0.0).eval()
+    x = torch.randn(1, 16, 768)
+    with torch.no_grad():
+        fused = count(model, x, ops=ops)
+    unfused = count(model, x, ops=ops)  # with grad: the layer runs op by op
+    assert "aten._transformer_encoder_layer_fwd" in fused.by_op
+    assert "aten._transformer_encoder_layer_fwd" not in unfused.by_op
+    assert fused.flops == unfused.flops
+    for name, value in fused.by_module.items():
+        assert unfused.by_module[name] == value, name
+    assert fused.module_types["layers.1.linear1"] == "Linear"
+    assert fused.top_modules(1)[0][0] == "layers.0.self_attn"

@@ -64,6 +64,26 @@ def sdpa_backward_flop(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: A
     return 2 * attention_flops(b, h, s_q, s_k, d_qk, d_v)
 
 
+class Parts(dict):
+    """FLOPs by category of a fused op, split over the submodules whose work it fuses.
+
+    ``parts`` maps a child module's name relative to the module running the op
+    (``""`` for that module itself) to ``{category: FLOPs}``; the dict itself
+    holds the totals by category. The counter charges each part to its child
+    when the running module has that child, and everything to the module
+    otherwise.
+    """
+
+    def __init__(self, parts: Mapping[str, Mapping[str, int]], types: Mapping[str, str]) -> None:
+        totals: dict[str, int] = {}
+        for flops in parts.values():
+            for category, value in flops.items():
+                totals[category] = totals.get(category, 0) + value
+        super().__init__(totals)
+        self.parts = parts
+        self.types = types
+
+
 def _tokens(x: Any, embed_dim: int) -> tuple[int, int, int]:
     """(batch, seq, tokens) of a [B, S, E] (or [S, E]) tensor."""
     if getattr(x, "is_nested", False):
@@ -101,12 +121,19 @@ def transformer_encoder_layer_flop(src: Any, embed_dim: int, num_heads: int, qkv
     b, s, t = _tokens(src, embed_dim)
     e = embed_dim
     f = ffn_weight_1.shape[0]
-    return {
-        "matmul": 2 * t * e * 3 * e + 2 * t * e * e + 2 * t * e * f + 2 * t * f * e,
-        "attention": attention_flops(b, num_heads, s, s, e // num_heads, e // num_heads),
-        "softmax": SOFTMAX_FLOPS_PER_ELEMENT * b * num_heads * s * s,
-        "norm": 2 * LAYER_NORM_FLOPS_PER_ELEMENT * t * e,
-        "pointwise": (GELU_FLOPS_PER_ELEMENT if use_gelu else RELU_FLOPS_PER_ELEMENT) * t * f  # activation
-        + t * (3 * e + e + f + e)  # biases
-        + 2 * t * e,  # two residual additions
-    }
+    norm = {"norm": LAYER_NORM_FLOPS_PER_ELEMENT * t * e}
+    return Parts({
+        # the layer's own ops: its activation and the two residual additions
+        "": {"pointwise": (GELU_FLOPS_PER_ELEMENT if use_gelu else RELU_FLOPS_PER_ELEMENT) * t * f + 2 * t * e},
+        "self_attn": {
+            "matmul": 2 * t * e * 3 * e + 2 * t * e * e,
+            "attention": attention_flops(b, num_heads, s, s, e // num_heads, e // num_heads),
+            "softmax": SOFTMAX_FLOPS_PER_ELEMENT * b * num_heads * s * s,
+            "pointwise": t * (3 * e + e),  # biases of the in and out projections
+        },
+        "linear1": {"matmul": 2 * t * e * f, "pointwise": t * f},
+        "linear2": {"matmul": 2 * t * f * e, "pointwise": t * e},
+        "norm1": norm,
+        "norm2": dict(norm),
+    }, {"self_attn": "MultiheadAttention", "linear1": "Linear", "linear2": "Linear", "norm1": "LayerNorm",
+        "norm2": "LayerNorm"})
