@@ -131,10 +131,9 @@ def _open_store(env: Mapping[str, str]) -> tuple[Any, str] | tuple[None, None]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .results import write_text_atomic  # only on ranks > 0 without a store: keeps start-up light
+
+    write_text_atomic(path, text)
 
 
 def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float = DEFAULT_TIMEOUT,
