@@ -45,6 +45,10 @@ _push_stack = torch._C._push_on_torch_dispatch_stack
 _PASS = 0
 _DECOMPOSE = 1
 _UNCOUNTED = 2
+_COLLECTIVE = 3
+#: Namespaces of collective ops: zero FLOPs, but the bytes of their payload are recorded.
+_COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional"})
+_NO_PAYLOAD = frozenset({"barrier", "monitored_barrier_", "wait_tensor"})
 
 
 class UncountedOpsError(RuntimeError):
@@ -123,6 +127,9 @@ class _Mode(TorchDispatchMode):
         if handler is _UNCOUNTED:
             counter._record_uncounted(func)
             return out
+        if handler is _COLLECTIVE:
+            counter._record_collective(func, args)
+            return out
         fn, category, label = handler  # type: ignore[misc]
         if "out" in kwargs:  # an out= variant: the formula gets the output as ``out``
             kwargs = {k: v for k, v in kwargs.items() if k != "out"}
@@ -193,6 +200,7 @@ class FlopCounter:
         self._zero_known: dict[tuple, bool] = {}
         self._fast_cache: dict[tuple, tuple[str, str, int]] = {}
         self._lock = threading.Lock()
+        self._collective_bytes: dict[str, int] = {}
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
@@ -249,7 +257,8 @@ class FlopCounter:
                 composite = False
             handler: Any = _DECOMPOSE if composite else _UNCOUNTED
         elif isinstance(entry, str):
-            handler = _PASS
+            collective = func.namespace in _COLLECTIVE_NAMESPACES and packet.__name__ not in _NO_PAYLOAD
+            handler = _COLLECTIVE if collective else _PASS
         else:
             fn, category = entry
             handler = (fn, category, str(packet)) if self._selected(category) else _PASS
@@ -327,6 +336,15 @@ class FlopCounter:
             device = getattr(out[0], "device", None)
         if device is not None:
             self._devices.add(device)
+
+    def _record_collective(self, func: Any, args: tuple) -> None:
+        """Bytes of a collective's payload: its first argument (the tensors it reduces, sends or fills)."""
+        from torch.utils._pytree import tree_leaves
+
+        payload = sum(t.numel() * t.element_size() for t in tree_leaves(args[:1]) if isinstance(t, torch.Tensor))
+        label = str(func._overloadpacket)
+        with self._lock:
+            self._collective_bytes[label] = self._collective_bytes.get(label, 0) + payload
 
     def _record_uncounted(self, func: Any) -> None:
         with self._lock:
@@ -480,6 +498,7 @@ class FlopCounter:
             stacks=stacks,
             ops=self.ops,
             computed=self._computed,
+            extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
 
 

@@ -366,6 +366,11 @@ def test_collectives_are_zero_cost_not_uncounted() -> None:
         m = counter.measurement
         assert m is not None and m.uncounted == {}
         assert m.by_op == {"aten.add": 16}
+        # the payload each collective moved: 4x4 float32 = 64 bytes (all_gather's is its output list)
+        moved = m.extra["collective_bytes"]
+        assert moved["c10d.allreduce_"] == 2 * 64 and moved["c10d.broadcast_"] == 64
+        assert moved["c10d.allgather_"] == 64 and moved["_c10d_functional.all_reduce"] == 64
+        assert "c10d.barrier" not in moved
     finally:
         dist.destroy_process_group()
 
