@@ -145,14 +145,15 @@ class FlopsGate:
         entry = self.baseline.entry(nodeid) if self.baseline is not None else None
         return compare(nodeid, measurements, entry, self.tolerance, self.strict)
 
-    def check(self, item: pytest.Item, measurements: list[Any]) -> str | None:
-        """The failure text when the test's measurements regressed against the baseline (called in its call phase)."""
+    def check(self, item: pytest.Item, measurements: list[dict[str, Any]]) -> str | None:
+        """The failure text when the test's measurements (``to_dict()`` data) regressed against the baseline
+        (called in its call phase)."""
         if self.baseline_path is None or not self.enforce or not measurements:
             return None
         rank = get_session(item.config).rank
         if rank is not None and rank.rank != 0:
             return None  # under torchrun the baseline holds rank 0's measurements
-        comparison = self._compare(item.nodeid, [m.to_dict() for m in measurements])
+        comparison = self._compare(item.nodeid, measurements)
         if not comparison.failed:
             return None
         from .results import torch_version

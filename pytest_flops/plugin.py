@@ -19,6 +19,8 @@ MARKER = "max_flops"
 _BUDGET = pytest.StashKey[Budget]()
 _MEASUREMENTS = pytest.StashKey[list]()
 _REGISTRY = pytest.StashKey[Any]()
+_VERDICTS = pytest.StashKey[list]()
+_DICTS = pytest.StashKey[list]()
 _REPORT_CHOICES = ("short", "full", "off")
 _OPS_CHOICES = ("matmul", "all")
 
@@ -132,32 +134,31 @@ def flops(request: pytest.FixtureRequest) -> Any:
 
 
 # -- running a test -----------------------------------------------------------
+def _verdicts(item: pytest.Item, budget: Budget) -> list[Any]:
+    """The budget's verdict on each measurement, decided once (message, report column and exit status)."""
+    verdicts = item.stash.get(_VERDICTS, None)
+    if verdicts is None:
+        verdicts = item.stash[_VERDICTS] = [check(m, budget) for m in item.stash.get(_MEASUREMENTS, [])]
+    return verdicts
+
+
+def _measurement_dicts(item: pytest.Item) -> list[dict[str, Any]]:
+    """``to_dict()`` of the test's measurements, made once (for the baseline check and the record)."""
+    dicts = item.stash.get(_DICTS, None)
+    if dicts is None:
+        dicts = item.stash[_DICTS] = [m.to_dict() for m in item.stash.get(_MEASUREMENTS, [])]
+    return dicts
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     budget = item.stash.get(_BUDGET, None)
-    gate = item.config.stash.get(GATE_KEY, None)
-    if budget is None:
-        result = yield
-        regression = gate.check(item, item.stash.get(_MEASUREMENTS, [])) if gate is not None else None
-        if regression:
-            pytest.fail(regression, pytrace=False)
-        return result
-    if "flops" in getattr(item, "fixturenames", ()):
-        result = yield  # a failure of the test itself propagates unchanged
-        measurements = item.stash.get(_MEASUREMENTS, [])
-        if not measurements:
-            pytest.fail(
-                f"{MARKER}: {item.name} measured nothing: call flops(model, *inputs) or use "
-                "'with flops.counting():' in the test, or drop the flops fixture to measure the whole test",
-                pytrace=False,
-            )
-    else:
-        from .counter import FlopCounter
+    if budget is not None and "flops" not in getattr(item, "fixturenames", ()):
+        from .counter import FlopCounter  # a marked test without the fixture: measure the whole call
 
-        session = get_session(item.config)
-        counter = FlopCounter(_ops_for(item), session.strict, registry=_registry(item))
+        counter = FlopCounter(_ops_for(item), get_session(item.config).strict, registry=_registry(item))
         with counter:
-            result = yield
+            result = yield  # a failure of the test itself propagates unchanged
         measurement = counter.measurement
         if measurement is None or (not measurement.by_module and not measurement.flops):
             pytest.fail(
@@ -166,15 +167,23 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 pytrace=False,
             )
         _on_measurement(item, measurement)
-        measurements = [measurement]
+    else:
+        result = yield
+    measurements = item.stash.get(_MEASUREMENTS, [])
     failures = []
-    for measurement in measurements:
-        verdict = check(measurement, budget)
-        if not verdict.ok:
-            failures.append(failure_message(measurement, verdict))
-    regression = gate.check(item, measurements) if gate is not None else None
-    if regression:  # the baseline comparison (baseline.compare), next to the budget's
-        failures.append(regression)
+    if budget is not None:
+        if not measurements:
+            pytest.fail(
+                f"{MARKER}: {item.name} measured nothing: call flops(model, *inputs) or use "
+                "'with flops.counting():' in the test, or drop the flops fixture to measure the whole test",
+                pytrace=False,
+            )
+        failures = [failure_message(m, v) for m, v in zip(measurements, _verdicts(item, budget)) if not v.ok]
+    gate = item.config.stash.get(GATE_KEY, None)
+    if gate is not None and measurements:
+        regression = gate.check(item, _measurement_dicts(item))  # the baseline comparison, next to the budget's
+        if regression:
+            failures.append(regression)
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
     return result
@@ -191,21 +200,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 item.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
                 item.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
     report = yield
-    if call.when == "call" or (call.when == "setup" and report.outcome != "passed"):
-        measurements = item.stash.get(_MEASUREMENTS, [])
-        if measurements:
-            budget = item.stash.get(_BUDGET, None)
-            record: dict[str, Any] = {
-                "nodeid": item.nodeid,
-                "budget": budget.to_dict() if budget else None,
-                "measurements": [m.to_dict() for m in measurements],
-                "verdicts": [check(m, budget).to_dict() for m in measurements] if budget else None,
-                "worker": getattr(item.config, "workerinput", {}).get("workerid"),
-            }
-            rank = get_session(item.config).rank
-            if rank is not None:  # torchrun
-                record["rank"] = rank.rank
-            report.flops = record  # travels to the xdist controller with the report
+    if (call.when == "call" or (call.when == "setup" and report.outcome != "passed")) \
+            and item.stash.get(_MEASUREMENTS, None):
+        budget = item.stash.get(_BUDGET, None)
+        record: dict[str, Any] = {
+            "nodeid": item.nodeid,
+            "budget": budget.to_dict() if budget else None,
+            "measurements": _measurement_dicts(item),
+            "verdicts": [v.to_dict() for v in _verdicts(item, budget)] if budget else None,
+            "worker": getattr(item.config, "workerinput", {}).get("workerid"),
+        }
+        rank = get_session(item.config).rank
+        if rank is not None:  # torchrun
+            record["rank"] = rank.rank
+        report.flops = record  # travels to the xdist controller with the report
     return report
 
 
