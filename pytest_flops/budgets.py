@@ -108,10 +108,6 @@ class Verdict:
     def ok(self) -> bool:
         return not self.excesses
 
-    @property
-    def worst_usage(self) -> float | None:
-        return max(self.usage.values()) if self.usage else None
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,

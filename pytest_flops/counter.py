@@ -204,7 +204,7 @@ class FlopCounter:
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
-        self._tracker: Any = _NullTracker()
+        self._tracker: Any = None  # the module tracker, from __enter__ on
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> "FlopCounter":
@@ -268,14 +268,14 @@ class FlopCounter:
     def _record(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
         # Worker threads (DataParallel replicas) and autograd's per-device backward threads may record
         # at the same time: one update at a time. The counting thread's forward needs no lock.
-        if tracker.worker or _current_node() is not None:
-            with self._lock:
-                self._record_unlocked(tracker, label, category, flops, out)
-        else:
-            self._record_unlocked(tracker, label, category, flops, out)
-
-    def _record_unlocked(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
         node = _current_node()
+        if tracker.worker or node is not None:
+            with self._lock:
+                self._record_unlocked(tracker, node, label, category, flops, out)
+        else:
+            self._record_unlocked(tracker, node, label, category, flops, out)
+
+    def _record_unlocked(self, tracker: Any, node: Any, label: str, category: str, flops: Any, out: Any) -> None:
         if type(flops) is int:
             if not flops:
                 return
@@ -311,7 +311,7 @@ class FlopCounter:
             return False
         inner = tracker.stack[-1]
         children = {child: f"{inner}.{child}" for child in flops.parts if child}
-        known = set(tracker.names.values())
+        known = tracker.known_names()
         if not all(name in known for name in children.values()):
             return False
         for child, part in flops.parts.items():
@@ -500,21 +500,6 @@ class FlopCounter:
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
-
-
-class _NullTracker:
-    path = ""
-    suppress = 0
-    worker = False
-    roots: dict[int, torch.nn.Module] = {}
-    names: dict[int, str] = {}
-    types: dict[str, str] = {}
-
-    def backward_path(self, node: Any) -> str:
-        return ""
-
-    def remove(self) -> None:
-        return None
 
 
 def _device_name(device: Any) -> str:

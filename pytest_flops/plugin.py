@@ -200,8 +200,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
                 item.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
                 item.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))
     report = yield
-    if (call.when == "call" or (call.when == "setup" and report.outcome != "passed")) \
-            and item.stash.get(_MEASUREMENTS, None):
+    measured = bool(item.stash.get(_MEASUREMENTS, None))
+    if measured and (call.when == "call" or (call.when == "setup" and report.outcome != "passed")):
         budget = item.stash.get(_BUDGET, None)
         record: dict[str, Any] = {
             "nodeid": item.nodeid,

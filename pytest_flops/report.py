@@ -14,10 +14,6 @@ from .units import format_quantity
 __all__ = ["rows", "render_table", "totals", "columns"]
 
 
-def _short_id(nodeid: str) -> str:
-    return nodeid
-
-
 def rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per measurement: a test with several measurements gets ``[2]``, ``[3]`` ... suffixes."""
     out: list[dict[str, Any]] = []

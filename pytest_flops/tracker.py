@@ -74,6 +74,7 @@ class ModuleTracker:
         self._backward_cache: dict[int, str] = {}
         self._root_names: dict[str, int] = main._root_names if main else {}
         self._info: dict[int, tuple[str, Any, Any]] = main._info if main else {}
+        self._known: tuple[int, set[str]] | None = None
         self._base = ("", "")  # a worker's (path, name) of the counting thread's module it works for
         if root is not None:
             self._add_root(root)
@@ -118,6 +119,12 @@ class ModuleTracker:
         for sub_name, sub in module.named_modules():
             names[id(sub)] = f"{name}.{sub_name}" if sub_name else name
         return name
+
+    def known_names(self) -> set[str]:
+        """Every module name given so far (cached until new names are added)."""
+        if self._known is None or self._known[0] != len(self.names):  # names are only ever added
+            self._known = (len(self.names), set(self.names.values()))
+        return self._known[1]
 
     # -- threads ------------------------------------------------------------
     def _worker(self, ident: int) -> "ModuleTracker | None":
