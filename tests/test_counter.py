@@ -1298,3 +1298,51 @@ def test_fused_encoder_layer_is_split_over_its_submodules(ops):
         assert unfused.by_module[name] == value, name
     assert fused.module_types["layers.1.linear1"] == "Linear"
     assert fused.top_modules(1)[0][0] == "layers.0.self_attn"
+
+
+# ---------------------------------------------------------------------------
+# compute=False: meta copies first, fake tensors as the fallback
+# ---------------------------------------------------------------------------
+def test_compute_free_runs_a_module_on_meta_copies(monkeypatch):
+    """A plain module never needs fake tensors (the slow path): it runs on meta copies."""
+    import pytest_flops.counter as counter_mod
+
+    def no_fake(*args, **kwargs):
+        raise AssertionError("fell back to fake tensors")
+
+    monkeypatch.setattr(counter_mod, "_count_on_fake", no_fake)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    x = torch.randn(2, 3, 8, 8)
+    m = count(model, x, compute=False)
+    assert m.flops == count(model, x).flops and m.devices == ("cpu",) and not m.computed
+
+
+def test_compute_free_falls_back_to_fake_for_tensors_made_on_a_fixed_device(monkeypatch):
+    """A forward that makes a CPU tensor cannot run on meta copies; fake tensors count it."""
+    import pytest_flops.counter as counter_mod
+
+    class Positional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.proj(x + torch.arange(x.shape[-1], device="cpu", dtype=x.dtype))
+
+    used = []
+    real = counter_mod._count_on_fake
+    monkeypatch.setattr(counter_mod, "_count_on_fake", lambda *a, **k: used.append(1) or real(*a, **k))
+    model, x = Positional(), torch.randn(3, 4)
+    assert count(model, x, compute=False).flops == count(model, x).flops == 2 * 3 * 4 * 4
+    assert used == [1]
+
+
+def test_first_count_does_not_import_dynamo():
+    """torch wraps dispatch modes in a torch._dynamo import (over a second); the counter's mode opts out."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, pytest_flops; pytest_flops.count(torch.nn.Linear(4, 4), torch.randn(2, 4)); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
