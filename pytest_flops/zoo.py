@@ -18,6 +18,7 @@ Every factory accepts ``device=`` so that a model can be built on ``meta``
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -101,7 +102,7 @@ class ResNet(nn.Module):
 
 def resnet50(num_classes: int = 1000, device: Any = None) -> ResNet:
     """A ResNet-50 (v1.5) shaped network: 25.557M params, 4.089 GMACs at 224x224."""
-    with torch.device(device) if device is not None else _nullcontext():
+    with _on(device):
         return ResNet((3, 4, 6, 3), num_classes)
 
 
@@ -110,7 +111,7 @@ def bert_base(num_layers: int = 12, device: Any = None, dropout: float = 0.1) ->
 
     At sequence length 128 and batch 1 it performs 11.174 GMACs.
     """
-    with torch.device(device) if device is not None else _nullcontext():
+    with _on(device):
         layer = nn.TransformerEncoderLayer(768, 12, 3072, dropout=dropout, activation="gelu", batch_first=True)
         return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
 
@@ -147,7 +148,7 @@ class ViT(nn.Module):
 
 def vit_b16(device: Any = None) -> ViT:
     """A ViT-B/16 shaped model: 17.564 GMACs at 224x224."""
-    with torch.device(device) if device is not None else _nullcontext():
+    with _on(device):
         return ViT()
 
 
@@ -225,13 +226,10 @@ def llama(device: Any = "meta", **shape: int) -> Llama:
     (``llama(layers=2, dim=256, hidden=688, heads=4, kv_heads=4, vocab=1000)``).
     """
     config = {**LLAMA_7B, **shape}
-    with torch.device(device) if device is not None else _nullcontext():
+    with _on(device):
         return Llama(**config)
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _on(device: Any) -> Any:
+    """Build modules on ``device`` (the default device when None)."""
+    return torch.device(device) if device is not None else contextlib.nullcontext()
