@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .units import format_quantity, parse_quantity
+from .units import align_columns, format_quantity, parse_quantity
 
 __all__ = [
     "BASELINE_FORMAT",
@@ -355,24 +355,15 @@ class TestComparison:
             if len(self.measurements) > 1:
                 label = f"[{m.index + 1}] {label}"
             lines.append(f"{prefix}: {label} {what} against {baseline} (tolerance {self.tolerance}):")
-            lines += _aligned([c.cells() for c in m.changes], right={1, 3, 4, 5})
+            lines += align_columns([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
             if m.modules:
                 lines.append("modules whose FLOPs changed most (baseline -> now):")
-                lines += _aligned([c.cells() for c in m.modules[:top]], right={2, 4, 5, 6})
+                lines += align_columns([c.cells() for c in m.modules[:top]], right={2, 4, 5, 6}, indent="  ")
         if self.baseline_torch and torch and self.baseline_torch != torch:
             lines.append(f"note: the baseline was recorded with torch {self.baseline_torch}, this run uses torch "
                          f"{torch}; op decompositions can change counts between torch releases")
         lines.append(f"if the change is intended, update the baseline: pytest --flops-save-baseline={baseline}")
         return "\n".join(lines)
-
-
-def _aligned(table: Sequence[Sequence[str]], right: set[int], indent: str = "  ") -> list[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = []
-    for row in table:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)) if w]
-        lines.append(indent + "  ".join(cells).rstrip())
-    return lines
 
 
 _METRIC_LABELS = {"flops": "FLOPs", "macs": "MACs", "params": "params",

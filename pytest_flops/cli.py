@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from . import __version__
-from .units import format_quantity
+from .units import align_columns, format_quantity
 
 __all__ = ["main", "build_parser", "InputSpec", "parse_input", "UsageError"]
 
@@ -380,11 +380,11 @@ def _compare(args: argparse.Namespace) -> int:
             ))
             if m.changes:
                 details.append(f"{label}: {m.name}")
-                details += _aligned([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
+                details += align_columns([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
                 shown = m.modules[:args.top]
                 if shown:
                     details.append("  modules whose FLOPs changed most (old -> new):")
-                    details += _aligned([c.cells() for c in shown], right={2, 4, 5, 6}, indent="    ")
+                    details += align_columns([c.cells() for c in shown], right={2, 4, 5, 6}, indent="    ")
     removed = [nodeid for nodeid in old if nodeid not in new]
     for nodeid in removed:
         rows.append((nodeid, format_quantity(old[nodeid][0]["flops"]) if old[nodeid] else "-", "-", "removed",
@@ -394,16 +394,11 @@ def _compare(args: argparse.Namespace) -> int:
     if removed:
         statuses["removed"] = len(removed)
 
-    headers = ("test", "old FLOPs", "new FLOPs", "change", "status")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print(line(headers))
-    print("-" * len(line(headers)))
-    for row in rows:
-        print(line(row))
+    header, *lines = align_columns([("test", "old FLOPs", "new FLOPs", "change", "status"), *rows], right={1, 2, 3})
+    print(header)
+    print("-" * len(header))
+    for text in lines:
+        print(text)
     if details:
         print()
         print("\n".join(details))
@@ -420,13 +415,6 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"FAILED: {len(failed)} {'test' if len(failed) == 1 else 'tests'}: " + ", ".join(failed))
         return 1
     return 0
-
-
-def _aligned(rows: Sequence[Sequence[str]], right: set[int], indent: str) -> list[str]:
-    """Columns padded to their widest cell (empty columns dropped), ``right`` ones right-aligned."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths)) if w).rstrip() for row in rows]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .units import format_quantity
+from .units import align_columns, format_quantity
 
 __all__ = ["Measurement", "SCHEMA_VERSION"]
 
@@ -135,10 +135,7 @@ class Measurement:
                 continue
             rows.append(("  " * level + name, self.module_types.get(name, ""), format_quantity(value),
                          f"{100 * value / total:.1f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [
-            f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}" for r in rows
-        ]
+        lines = align_columns(rows, right={2, 3})
         lines.insert(1, "-" * len(lines[0]))
         return "\n".join(lines)
 

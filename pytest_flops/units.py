@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Collection, Sequence
 
-__all__ = ["parse_quantity", "format_quantity", "ACCEPTED_FORMS"]
+__all__ = ["parse_quantity", "format_quantity", "align_columns", "ACCEPTED_FORMS"]
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _UNITS = ("flops", "flop", "macs", "mac", "params", "param", "parameters")
@@ -80,3 +81,14 @@ def format_quantity(n: float, unit: str = "", precision: int = 2) -> str:
             return text + unit if unit else text.replace(" ", "")
     text = f"{sign}{n:g}" if isinstance(n, float) and not float(n).is_integer() else f"{sign}{int(n)}"
     return f"{text} {unit}" if unit else text
+
+
+def align_columns(rows: Sequence[Sequence[str]], right: Collection[int] = (), indent: str = "") -> list[str]:
+    """Lines of ``rows`` with each column padded to its widest cell, two spaces apart.
+
+    Columns whose index is in ``right`` are right-aligned; columns empty in
+    every row are dropped.
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths)) if w).rstrip() for row in rows]
