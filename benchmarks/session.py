@@ -111,8 +111,8 @@ def _direct(quick: bool, emit: Callable[[Row], None]) -> None:
     import torch
 
     import pytest_flops
-    from pytest_flops.report import render_table
-    from pytest_flops.results import build_results, dumps
+    from pytest_flops.outputs.terminal import render_table
+    from pytest_flops.outputs.json_results import build_results, dumps
 
     measurement = pytest_flops.count(torch.nn.Linear(8, 8), torch.randn(1, 8))
     sizes = (500, 2000)

@@ -29,21 +29,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "count": "counter",
-    "FlopCounter": "counter",
-    "UncountedOpsError": "counter",
-    "ComputeFreeError": "counter",
-    "Measurement": "measurement",
-    "register_module_formula": "registry",
-    "register_op_formula": "registry",
-    "register_zero_cost": "registry",
-    "Registry": "registry",
+    "count": "counting.counter",
+    "FlopCounter": "counting.counter",
+    "UncountedOpsError": "counting.counter",
+    "ComputeFreeError": "counting.counter",
+    "Measurement": "counting.measurement",
+    "register_module_formula": "counting.registry",
+    "register_op_formula": "counting.registry",
+    "register_zero_cost": "counting.registry",
+    "Registry": "counting.registry",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .counter import ComputeFreeError, FlopCounter, UncountedOpsError, count
-    from .measurement import Measurement
-    from .registry import Registry, register_module_formula, register_op_formula, register_zero_cost
+    from .counting.counter import ComputeFreeError, FlopCounter, UncountedOpsError, count
+    from .counting.measurement import Measurement
+    from .counting.registry import Registry, register_module_formula, register_op_formula, register_zero_cost
 
 
 def __getattr__(name: str) -> Any:

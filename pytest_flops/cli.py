@@ -192,7 +192,7 @@ def _count(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .counter import ComputeFreeError, UncountedOpsError, count
+    from .counting.counter import ComputeFreeError, UncountedOpsError, count
 
     model = _build(obj, args.target, args.meta)
     if args.dtype:
@@ -317,8 +317,8 @@ def _make_input(spec: InputSpec, device: Any, float_dtype: Any, compute: bool) -
 # -- compare ------------------------------------------------------------------
 def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     """``({nodeid: [measurement dicts]}, torch version)`` of a ``--flops-json`` results file or a baseline file."""
-    from .baseline import BASELINE_FORMAT, BaselineError, load_baseline
-    from .results import RESULTS_FORMAT
+    from .outputs.baseline import BASELINE_FORMAT, BaselineError, load_baseline
+    from .outputs.json_results import RESULTS_FORMAT
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -348,8 +348,8 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """The gate's comparison (:func:`pytest_flops.baseline.compare`), over two files."""
-    from .baseline import compare, parse_tolerance
+    """The gate's comparison (:func:`pytest_flops.outputs.baseline.compare`), over two files."""
+    from .outputs.baseline import compare, parse_tolerance
 
     try:
         tolerance = parse_tolerance(args.tolerance)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from pytest_flops import count
-from pytest_flops.baseline import dump, merge
+from pytest_flops.outputs.baseline import dump, merge
 from pytest_flops.cli import main, parse_input, InputSpec, UsageError
-from pytest_flops.results import build_results
+from pytest_flops.outputs.json_results import build_results
 
 RESNET50_FLOPS = 8_178_368_512
 

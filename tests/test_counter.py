@@ -29,8 +29,8 @@ from pytest_flops import (
     count,
     zoo,
 )
-from pytest_flops.counter import FormulaError
-from pytest_flops.registry import DEFAULT_REGISTRY, Registry
+from pytest_flops.counting.counter import FormulaError
+from pytest_flops.counting.registry import DEFAULT_REGISTRY, Registry
 
 aten = torch.ops.aten
 
@@ -708,7 +708,7 @@ def test_fast_path_hides_no_uncounted_op():
 
 def test_fast_path_skips_known_zero_modules_after_the_first_call(monkeypatch):
     """Once a call signature's ops are known to cost nothing, further calls skip the dispatch mode."""
-    import pytest_flops.counter as counter_mod
+    import pytest_flops.counting.counter as counter_mod
 
     seen = []
     dispatch = counter_mod._Mode.__torch_dispatch__
@@ -915,7 +915,7 @@ def counted_with(registry, fn, *args):
 
 def test_global_register_functions(monkeypatch):
     from pytest_flops import register_module_formula, register_op_formula
-    from pytest_flops import registry as registry_mod
+    from pytest_flops.counting import registry as registry_mod
 
     scratch = Registry(DEFAULT_REGISTRY)
     monkeypatch.setattr(registry_mod, "DEFAULT_REGISTRY", scratch)
@@ -1305,7 +1305,7 @@ def test_fused_encoder_layer_is_split_over_its_submodules(ops):
 # ---------------------------------------------------------------------------
 def test_compute_free_runs_a_module_on_meta_copies(monkeypatch):
     """A plain module never needs fake tensors (the slow path): it runs on meta copies."""
-    import pytest_flops.counter as counter_mod
+    import pytest_flops.counting.counter as counter_mod
 
     def no_fake(*args, **kwargs):
         raise AssertionError("fell back to fake tensors")
@@ -1319,7 +1319,7 @@ def test_compute_free_runs_a_module_on_meta_copies(monkeypatch):
 
 def test_compute_free_falls_back_to_fake_for_tensors_made_on_a_fixed_device(monkeypatch):
     """A forward that makes a CPU tensor cannot run on meta copies; fake tensors count it."""
-    import pytest_flops.counter as counter_mod
+    import pytest_flops.counting.counter as counter_mod
 
     class Positional(nn.Module):
         def __init__(self):

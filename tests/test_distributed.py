@@ -24,9 +24,9 @@ import torch
 import torch._dynamo  # noqa: F401  (the first count imports it; in-process pytester runs must not re-import it)
 
 from pytest_flops import count
-from pytest_flops.collect import RankInfo, exchange_dir, gather, rank_info
-from pytest_flops.counter import FlopCounter
-from pytest_flops.report import columns, render_table, totals
+from pytest_flops.plugin.gather import RankInfo, exchange_dir, gather, rank_info
+from pytest_flops.counting.counter import FlopCounter
+from pytest_flops.outputs.terminal import columns, render_table, totals
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 _RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK", "ROLE_RANK",

@@ -81,7 +81,7 @@ def page_id(page: Path) -> str:
 @pytest.fixture
 def clean_registry():
     """Snapshot the global registry: snippets register formulas globally; other tests must not see them."""
-    from pytest_flops.registry import DEFAULT_REGISTRY
+    from pytest_flops.counting.registry import DEFAULT_REGISTRY
 
     ops, modules, user = dict(DEFAULT_REGISTRY._ops), dict(DEFAULT_REGISTRY._modules), DEFAULT_REGISTRY.user_op_formulas
     yield

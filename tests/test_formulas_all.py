@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import pytest_flops.formulas  # noqa: F401  (registers every built-in formula)
-import pytest_flops.registry as registry_module
-from pytest_flops.formulas import attention, norm, pointwise, reduction, zero
-from pytest_flops.registry import DEFAULT_REGISTRY, Registry
+import pytest_flops.counting.formulas  # noqa: F401  (registers every built-in formula)
+import pytest_flops.counting.registry as registry_module
+from pytest_flops.counting.formulas import attention, norm, pointwise, reduction, zero
+from pytest_flops.counting.registry import DEFAULT_REGISTRY, Registry
 
 aten = torch.ops.aten
 
@@ -65,7 +65,7 @@ def run(model, x, backward=True):
 
 # -- registration hygiene ------------------------------------------------------------------
 def test_import_registers_without_errors():
-    importlib.import_module("pytest_flops.formulas")
+    importlib.import_module("pytest_flops.counting.formulas")
     keys = dict(DEFAULT_REGISTRY.known_ops())
     for packet in (aten.native_layer_norm, aten.relu_, aten._softmax, aten.sum, aten.avg_pool2d,
                    aten.upsample_bilinear2d, aten._foreach_add_, aten._fused_adam_, aten.upsample_nearest2d):
@@ -88,7 +88,7 @@ def _registered_keys(module_name):
 
 def test_no_op_is_registered_by_two_modules():
     names = ["zero", "norm", "pointwise", "reduction"]
-    keys = {n: _registered_keys(f"pytest_flops.formulas.{n}") for n in names}
+    keys = {n: _registered_keys(f"pytest_flops.counting.formulas.{n}") for n in names}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert not keys[a] & keys[b], f"{a} and {b} both register {sorted(map(str, keys[a] & keys[b]))}"
@@ -105,7 +105,7 @@ def test_listed_op_names_exist_in_this_torch():
 
 
 def test_every_formula_has_a_docstring():
-    ours = {"pytest_flops.formulas.norm", "pytest_flops.formulas.pointwise", "pytest_flops.formulas.reduction"}
+    ours = {"pytest_flops.counting.formulas.norm", "pytest_flops.counting.formulas.pointwise", "pytest_flops.counting.formulas.reduction"}
     for key, entry in DEFAULT_REGISTRY.known_ops():
         if entry == "zero" or entry[0].__module__ not in ours:
             continue

@@ -11,14 +11,14 @@ import pytest
 # In-process pytester runs drop the modules each run imports; hypothesis's pytest plugin imports
 # hypothesis in every inner run, and re-importing it (with assertion rewriting) costs ~2 s a run.
 import hypothesis  # noqa: F401
-from pytest_flops.baseline import (
+from pytest_flops.outputs.baseline import (
     BASELINE_SCHEMA_VERSION,
     Tolerance,
     compare,
     missing_entries,
     parse_tolerance,
 )
-from pytest_flops.flamegraph import filename_for, parse_folded
+from pytest_flops.outputs.flamegraph import filename_for, parse_folded
 
 MODEL_FILE = """
 import pytest

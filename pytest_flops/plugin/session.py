@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .collect import rank_info
+from .gather import rank_info
 
 __all__ = ["FlopsSession", "get_session", "setting", "SESSION_KEY"]
 
@@ -57,7 +57,7 @@ class FlopsSession:
         """torchrun: ranks > 0 send their records to rank 0, before any report or file is written."""
         if self.is_worker or self.rank is None or self.gather_timeout <= 0:
             return
-        from .collect import gather
+        from .gather import gather
 
         result = gather(self.records, self.rank, self.gather_timeout, since=self.started - 60)
         if result is not None:
@@ -69,7 +69,7 @@ class FlopsSession:
         because torchrun stops every rank as soon as one exits with failures."""
         if self.is_worker or self.rank is None or self.gather_timeout <= 0:
             return
-        from .collect import release, wait_released
+        from .gather import release, wait_released
 
         if self.rank.rank == 0:
             sys.stdout.flush()

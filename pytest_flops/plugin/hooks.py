@@ -1,7 +1,7 @@
 """The pytest plugin ``flops``: options, the ``max_flops`` marker, the ``flops`` fixture, the report.
 
-Wiring only: counting lives in :mod:`pytest_flops.counter`, budgets in
-:mod:`pytest_flops.budgets`, rendering in :mod:`pytest_flops.report`. torch is
+Wiring only: counting lives in :mod:`pytest_flops.counting.counter`, budgets in
+:mod:`pytest_flops.budgets`, rendering in :mod:`pytest_flops.outputs.terminal`. torch is
 imported lazily, when a test first measures something.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Generator
 
 import pytest
 
-from .budgets import Budget, BudgetError, check, failure_message, parse_budget
+from ..budgets import Budget, BudgetError, check, failure_message, parse_budget
 from .gate import GATE_KEY, add_gating_options, configure_gating
 from .session import SESSION_KEY, FlopsSession, get_session, setting
 
@@ -101,7 +101,7 @@ def _registry(item: pytest.Item) -> Any:
     """The item's registry: the global one plus formulas from conftest files and plugins (via item.ihook)."""
     registry = item.stash.get(_REGISTRY, None)
     if registry is None:
-        from .registry import DEFAULT_REGISTRY
+        from ..counting.registry import DEFAULT_REGISTRY
 
         registry = DEFAULT_REGISTRY.child()
         item.ihook.pytest_flops_register_formulas(registry=registry)
@@ -154,7 +154,7 @@ def _measurement_dicts(item: pytest.Item) -> list[dict[str, Any]]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     budget = item.stash.get(_BUDGET, None)
     if budget is not None and "flops" not in getattr(item, "fixturenames", ()):
-        from .counter import FlopCounter  # a marked test without the fixture: measure the whole call
+        from ..counting.counter import FlopCounter  # a marked test without the fixture: measure the whole call
 
         counter = FlopCounter(_ops_for(item), get_session(item.config).strict, registry=_registry(item))
         with counter:
@@ -222,7 +222,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = get_session(config)
     if not session.is_reporter or session.report == "off":
         return
-    from .report import columns, render_table
+    from ..outputs.terminal import columns, render_table
 
     terminalreporter.ensure_newline()
     terminalreporter.section("flops report")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from .baseline import RunSummary, TestComparison
-from .report import _budget_text, columns, rows, totals
-from .units import format_quantity
+from .terminal import _budget_text, columns, rows, totals
+from ..units import format_quantity
 
 __all__ = ["render_markdown"]
 

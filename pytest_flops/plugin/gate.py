@@ -4,7 +4,7 @@ Compares each measured test with its baseline entry (the test fails itself on
 a regression), and after the run writes the JSON results, the baseline, the
 Markdown summary and the flame graphs, from the reporting process only.
 Options are added by :mod:`pytest_flops.plugin`; comparisons live in
-:mod:`pytest_flops.baseline`.
+:mod:`pytest_flops.outputs.baseline`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def configure_gating(config: pytest.Config) -> None:
                  for name in _FILE_SETTINGS)
     if str(raw).strip() in ("", "0") and not wanted and not os.environ.get("GITHUB_STEP_SUMMARY"):
         return  # nothing to compare or write: no gate, and nothing imported (start-up stays cheap)
-    from .baseline import TOLERANCE_FORMS, BaselineError, load_baseline, parse_tolerance
+    from ..outputs.baseline import TOLERANCE_FORMS, BaselineError, load_baseline, parse_tolerance
 
     try:
         tolerance = parse_tolerance(raw)
@@ -140,7 +140,7 @@ class FlopsGate:
         return self.baseline_path is not None or self.save_path is not None
 
     def _compare(self, nodeid: str, measurements: list[Any]) -> Any:
-        from .baseline import compare
+        from ..outputs.baseline import compare
 
         entry = self.baseline.entry(nodeid) if self.baseline is not None else None
         return compare(nodeid, measurements, entry, self.tolerance, self.strict)
@@ -156,7 +156,7 @@ class FlopsGate:
         comparison = self._compare(item.nodeid, measurements)
         if not comparison.failed:
             return None
-        from .results import torch_version
+        from ..outputs.json_results import torch_version
 
         return comparison.failure_message(self.baseline_text or "", torch_version())
 
@@ -186,13 +186,13 @@ class FlopsGate:
             return
         import os
 
-        from .results import torch_version
+        from ..outputs.json_results import torch_version
 
         records = flops_session.records
         primary = {r["nodeid"]: r for r in records if r.get("rank") in (None, 0)}
         collected = self.collected or None
         if self.baseline_path is not None:
-            from .baseline import summarize
+            from ..outputs.baseline import summarize
 
             self.comparisons = {nodeid: self._compare(nodeid, r["measurements"]) for nodeid, r in primary.items()}
             self.summary = summarize(self.comparisons, self.baseline, collected)
@@ -234,8 +234,8 @@ class FlopsGate:
             return False
 
     def _save_baseline(self, records: list[Any], collected: Any, torch: str | None) -> str:
-        from .baseline import dump, merge, missing_entries
-        from .results import write_text_atomic
+        from ..outputs.baseline import dump, merge, missing_entries
+        from ..outputs.io import write_text_atomic
 
         existing = self.save_existing.tests if self.save_existing is not None else {}
         removed, kept = missing_entries(existing, [r["nodeid"] for r in records], collected)
@@ -255,7 +255,8 @@ class FlopsGate:
         return info
 
     def _write_json(self, records: list[Any]) -> str:
-        from .results import build_results, dumps, environment, write_text_atomic
+        from ..outputs.io import write_text_atomic
+        from ..outputs.json_results import build_results, dumps, environment
 
         session = get_session(self.config)
         settings = {"ops": session.ops, "strict": session.strict, "report": session.report,
@@ -272,7 +273,7 @@ class FlopsGate:
         if self.baseline_path is not None and self.baseline is None:
             notes.append(f"flops baseline {self.baseline_text} not found: all tests are new; create it with "
                          f"pytest --flops-save-baseline={self.baseline_text}")
-        from .results import torch_version
+        from ..outputs.json_results import torch_version
 
         now = torch_version()
         old = sorted({c.baseline_torch for c in self.comparisons.values() if c.baseline_torch} - {now})
@@ -282,8 +283,8 @@ class FlopsGate:
         return notes
 
     def _write_markdown(self, records: list[Any], step_summary: str | None) -> str:
-        from .markdown import render_markdown
-        from .results import write_text_atomic
+        from ..outputs.markdown import render_markdown
+        from ..outputs.io import write_text_atomic
 
         text = render_markdown(records, self.comparisons if self.summary is not None else None, self.summary,
                                self.baseline_text, notes=self._notes())
@@ -298,7 +299,7 @@ class FlopsGate:
         return f"flops markdown written to {' and '.join(done)}"
 
     def _write_flamegraphs(self, records: list[Any]) -> str:
-        from .flamegraph import write_flamegraphs
+        from ..outputs.flamegraph import write_flamegraphs
 
         written = write_flamegraphs(records, self.flamegraph_dir)
         return f"flops flame graphs: {len(written)} folded-stack files in {self._shown(self.flamegraph_dir)}"

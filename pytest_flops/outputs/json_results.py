@@ -1,4 +1,4 @@
-"""The JSON results file (``--flops-json``) and the atomic writes every result file uses.
+"""The JSON results file (``--flops-json``).
 
 No pytest and no torch import here. The schema is documented in
 ``docs/json-schema.md``; bump :data:`RESULTS_SCHEMA_VERSION` on any change
@@ -13,11 +13,10 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .report import totals
+from .terminal import totals
 
 __all__ = [
     "RESULTS_FORMAT",
@@ -26,7 +25,6 @@ __all__ = [
     "git_commit",
     "environment",
     "build_results",
-    "write_text_atomic",
     "dumps",
 ]
 
@@ -65,7 +63,7 @@ def _version(distribution: str) -> str | None:
 
 def environment(root: str | Path | None = None) -> dict[str, Any]:
     """Python, platform, torch, pytest and pytest-flops versions, and the git commit when available."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": platform.python_version(),
@@ -122,26 +120,6 @@ def build_results(records: Iterable[Mapping[str, Any]], env: Mapping[str, Any], 
         "tests": tests,
         "summary": summary,
     }
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def dumps(document: Mapping[str, Any]) -> str:

@@ -131,7 +131,7 @@ def _open_store(env: Mapping[str, str]) -> tuple[Any, str] | tuple[None, None]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from .results import write_text_atomic  # only on ranks > 0 without a store: keeps start-up light
+    from ..outputs.io import write_text_atomic  # only on ranks > 0 without a store: keeps start-up light
 
     write_text_atomic(path, text)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .units import align_columns, format_quantity
+from ..units import align_columns, format_quantity
 
 __all__ = ["Measurement", "SCHEMA_VERSION"]
 

@@ -43,7 +43,7 @@ class FlopsFixture:
     def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, timed: bool = False,
                  **kwargs: Any) -> Any:
         """Count ``model(*inputs, **kwargs)``; ``timed=True`` also times one uncounted run (FLOP/s in the report)."""
-        from .counter import count
+        from ..counting.counter import count
 
         measurement = count(model, *inputs, compute=compute, ops=ops or self.ops, strict=self.strict,
                             registry=self.registry, timed=timed, **kwargs)
@@ -56,7 +56,7 @@ class FlopsFixture:
 
         Pass ``model`` to name the measurement after it and count its parameters.
         """
-        from .counter import FlopCounter
+        from ..counting.counter import FlopCounter
 
         counter = FlopCounter(ops or self.ops, self.strict, registry=self.registry, model=model)
         with counter:

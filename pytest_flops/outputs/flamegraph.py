@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .results import write_text_atomic
+from .io import write_text_atomic
 
 __all__ = ["folded_lines", "parse_folded", "filename_for", "write_flamegraphs", "SUFFIX"]
 

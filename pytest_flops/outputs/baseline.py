@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .units import align_columns, format_quantity, parse_quantity
+from ..units import align_columns, format_quantity, parse_quantity
 
 __all__ = [
     "BASELINE_FORMAT",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from .units import format_quantity
+from ..units import format_quantity
 
 __all__ = ["rows", "render_table", "totals", "columns"]
 
@@ -170,6 +170,6 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
 
 
 def _top_modules(m: Mapping[str, Any], n: int) -> list[tuple[str, int]]:
-    from .measurement import Measurement
+    from ..counting.measurement import Measurement
 
     return Measurement.from_dict(m).top_modules(n)
