@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "count": "counting.counter",
+    "count": "counting.measure",
     "FlopCounter": "counting.counter",
     "UncountedOpsError": "counting.counter",
     "ComputeFreeError": "counting.counter",
@@ -41,7 +41,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .counting.counter import ComputeFreeError, FlopCounter, UncountedOpsError, count
+    from .counting.counter import ComputeFreeError, FlopCounter, UncountedOpsError
+    from .counting.measure import count
     from .counting.measurement import Measurement
     from .counting.registry import Registry, register_module_formula, register_op_formula, register_zero_cost
 

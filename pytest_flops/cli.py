@@ -192,7 +192,8 @@ def _count(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .counting.counter import ComputeFreeError, UncountedOpsError, count
+    from .counting.counter import ComputeFreeError, UncountedOpsError
+    from .counting.measure import count
 
     model = _build(obj, args.target, args.meta)
     if args.dtype:

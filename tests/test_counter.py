@@ -1305,7 +1305,7 @@ def test_fused_encoder_layer_is_split_over_its_submodules(ops):
 # ---------------------------------------------------------------------------
 def test_compute_free_runs_a_module_on_meta_copies(monkeypatch):
     """A plain module never needs fake tensors (the slow path): it runs on meta copies."""
-    import pytest_flops.counting.counter as counter_mod
+    import pytest_flops.counting.measure as counter_mod
 
     def no_fake(*args, **kwargs):
         raise AssertionError("fell back to fake tensors")
@@ -1319,7 +1319,7 @@ def test_compute_free_runs_a_module_on_meta_copies(monkeypatch):
 
 def test_compute_free_falls_back_to_fake_for_tensors_made_on_a_fixed_device(monkeypatch):
     """A forward that makes a CPU tensor cannot run on meta copies; fake tensors count it."""
-    import pytest_flops.counting.counter as counter_mod
+    import pytest_flops.counting.measure as counter_mod
 
     class Positional(nn.Module):
         def __init__(self):

@@ -43,7 +43,7 @@ class FlopsFixture:
     def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, timed: bool = False,
                  **kwargs: Any) -> Any:
         """Count ``model(*inputs, **kwargs)``; ``timed=True`` also times one uncounted run (FLOP/s in the report)."""
-        from ..counting.counter import count
+        from ..counting.measure import count
 
         measurement = count(model, *inputs, compute=compute, ops=ops or self.ops, strict=self.strict,
                             registry=self.registry, timed=timed, **kwargs)
