@@ -391,10 +391,10 @@ def test_step(flops, case):
 """)
     result = pytester.runpytest("--flops-flamegraph=flames", "--flops-json=r.json", "--flops-ops=all")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["flops flame graphs: 2 folded-stack files in *flames"])
+    result.stdout.fnmatch_lines(["flops flame graphs: 2 folded-stack files and 2 SVG flame graphs in *flames"])
     tests = {t["nodeid"]: t for t in read_json(pytester.path / "r.json")["tests"]}
     files = sorted(p.name for p in (pytester.path / "flames").iterdir())
-    assert files == sorted(filename_for(nodeid) for nodeid in tests)
+    assert files == sorted([filename_for(nodeid) for nodeid in tests] + [filename_for(nodeid, ".svg") for nodeid in tests])
     assert all("/" not in name and " " not in name for name in files)
     for nodeid, test in tests.items():
         (m,) = test["measurements"]

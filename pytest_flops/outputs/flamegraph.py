@@ -6,6 +6,8 @@ speedscope, flamegraph.pl and inferno read. Frames are the measurement's
 own folded stacks (see ``Measurement.stacks``): the root model, each module
 by qualified name, then the op (``aten.mm (backward)`` for backward ops).
 A test with several measurements gets a leading ``[1]``, ``[2]`` ... frame.
+Beside each folded file goes an ``.svg`` of the same stacks, drawn by
+:mod:`pytest_flops.outputs.flamesvg` (no outside tool needed to look at it).
 No pytest and no torch import here.
 """
 
@@ -18,9 +20,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .io import write_text_atomic
 
-__all__ = ["folded_lines", "parse_folded", "filename_for", "write_flamegraphs", "SUFFIX"]
+__all__ = ["folded_lines", "parse_folded", "filename_for", "write_flamegraphs", "SUFFIX", "SVG_SUFFIX"]
 
 SUFFIX = ".folded"
+SVG_SUFFIX = ".svg"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 120
 
@@ -49,20 +52,31 @@ def parse_folded(text: str) -> dict[str, int]:
     return out
 
 
-def filename_for(nodeid: str) -> str:
+def filename_for(nodeid: str, suffix: str = SUFFIX) -> str:
     """A safe, unique file name for a nodeid: readable part, short hash (``test_a.py__test_x-1a2b3c4d.folded``)."""
     stem = _UNSAFE.sub("_", nodeid.replace("::", "__")).strip("._") or "test"
     digest = hashlib.sha1(nodeid.encode("utf-8")).hexdigest()[:8]
-    return f"{stem[:_MAX_STEM]}-{digest}{SUFFIX}"
+    return f"{stem[:_MAX_STEM]}-{digest}{suffix}"
 
 
-def write_flamegraphs(records: Iterable[Mapping[str, Any]], directory: str | Path) -> list[Path]:
-    """Write one folded-stack file per measured test into ``directory``; return the paths written."""
+def write_flamegraphs(records: Iterable[Mapping[str, Any]], directory: str | Path, svg: bool = True) -> list[Path]:
+    """Write one folded-stack file (and with ``svg`` one SVG flame graph) per measured test into ``directory``.
+
+    Returns the paths written, folded files first.
+    """
+    from .flamesvg import render_flame_svg
+
     directory = Path(directory)
-    written = []
+    folded: list[Path] = []
+    pictures: list[Path] = []
     for record in records:
         lines = folded_lines(record.get("measurements", []))
         path = directory / filename_for(record["nodeid"])
         write_text_atomic(path, "".join(line + "\n" for line in lines))
-        written.append(path)
-    return written
+        folded.append(path)
+        if svg:
+            names = ", ".join(dict.fromkeys(m.get("name", "") for m in record.get("measurements", [])))
+            picture = directory / filename_for(record["nodeid"], SVG_SUFFIX)
+            write_text_atomic(picture, render_flame_svg(parse_folded("\n".join(lines)), record["nodeid"], names))
+            pictures.append(picture)
+    return folded + pictures

@@ -38,7 +38,8 @@ def add_gating_options(group: Any, parser: pytest.Parser) -> None:
     group.addoption("--flops-markdown", default=None, metavar="PATH",
                     help="write the report (with the baseline deltas) as a Markdown table")
     group.addoption("--flops-flamegraph", default=None, metavar="DIR",
-                    help="write one folded-stack file per measured test (speedscope, flamegraph.pl) into DIR")
+                    help="write one folded-stack file (speedscope, flamegraph.pl) and one SVG flame graph per measured "
+                         "test into DIR")
     parser.addini("flops_baseline", "baseline file to compare with (as --flops-baseline)", default="")
     parser.addini("flops_baseline_strict", "as --flops-baseline-strict", type="bool", default=False)
     parser.addini("flops_tolerance", "growth allowed before a regression: 1%, 0.5% or 10M (default 0)", default="0")
@@ -302,7 +303,9 @@ class FlopsGate:
         from ..outputs.flamegraph import write_flamegraphs
 
         written = write_flamegraphs(records, self.flamegraph_dir)
-        return f"flops flame graphs: {len(written)} folded-stack files in {self._shown(self.flamegraph_dir)}"
+        svgs = sum(1 for path in written if path.suffix == ".svg")
+        return (f"flops flame graphs: {len(written) - svgs} folded-stack files and {svgs} SVG flame graphs in "
+                f"{self._shown(self.flamegraph_dir)}")
 
     @pytest.hookimpl(trylast=True)  # after the "flops report" table
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
