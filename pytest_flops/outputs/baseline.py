@@ -12,12 +12,15 @@ documented in ``docs/json-schema.md``.
 from __future__ import annotations
 
 import json
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..units import align_columns, format_quantity, parse_quantity
+from .io import DocumentError, bad_number_path, read_json_document, write_text_atomic
 
 __all__ = [
     "BASELINE_FORMAT",
@@ -30,9 +33,15 @@ __all__ = [
     "parse_tolerance",
     "Baseline",
     "load_baseline",
+    "measurement_problem",
+    "document_problem",
+    "MAX_COUNT",
     "entry_from_record",
     "merge",
     "dump",
+    "save",
+    "SaveResult",
+    "file_lock",
     "MetricChange",
     "ModuleChange",
     "MeasurementComparison",
@@ -116,22 +125,22 @@ class Baseline:
 def load_baseline(path: str | Path) -> Baseline | None:
     """Read a baseline file; ``None`` when there is none at ``path``.
 
-    Raises :class:`BaselineError` (one line: path and problem) when the file
-    cannot be read, is not a baseline, is corrupt or has a newer schema.
+    Raises :class:`BaselineError` (one line: the path, the entry and the
+    field) when the file cannot be read, is larger than
+    :data:`~pytest_flops.outputs.io.MAX_DOCUMENT_BYTES` or nested too deeply,
+    is not a baseline, has a newer schema, or holds a field that is not what
+    the schema says (a count that is not a non-negative integer up to
+    :data:`MAX_COUNT`, NaN, Infinity, a string where a number belongs, ...).
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json_document(path)
     except FileNotFoundError:
         return None
     except IsADirectoryError:
         raise BaselineError(f"flops baseline {path} is a directory, not a baseline file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"flops baseline {path} cannot be read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BaselineError(f"flops baseline {path} is corrupt: not valid JSON ({exc})") from None
+    except DocumentError as exc:
+        raise BaselineError(f"flops baseline {path} {exc}") from None
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"flops baseline {path} is not a pytest-flops baseline (no \"format\": "
                             f"\"{BASELINE_FORMAT}\" at the top)")
@@ -143,29 +152,77 @@ def load_baseline(path: str | Path) -> Baseline | None:
             f"flops baseline {path} has schema version {version}, newer than this pytest-flops reads "
             f"({BASELINE_SCHEMA_VERSION}): upgrade pytest-flops"
         )
+    problem = document_problem(data)
+    if problem:
+        raise BaselineError(f"flops baseline {path} is corrupt: {problem}")
+    return Baseline(path, dict(data["tests"]), data.get("torch"))
+
+
+#: The largest count a file may hold (10**30: far beyond any model, small enough to format and compare).
+MAX_COUNT = 10**30
+_COUNTS = ("flops", "macs", "params")
+_OPTIONAL_COUNTS = ("forward_flops", "backward_flops")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _show(value: Any) -> str:
+    try:
+        text = repr(value) if isinstance(value, str) and not type(value) is str else json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:30] + f"...({len(text)} characters)"
+
+
+def measurement_problem(m: Any, optional: Sequence[str] = _OPTIONAL_COUNTS) -> str | None:
+    """Why ``m`` is not a valid stored measurement (``field is ...: expected ...``), or None.
+
+    Used for baselines, ``--flops-json`` files read back by ``pytest-flops compare``, and the records
+    other torchrun ranks send.
+    """
+    if not isinstance(m, dict):
+        return f"is {_show(m)}, not an object"
+    expected = "expected a non-negative integer up to 10**30"
+    for key in _COUNTS:
+        if key not in m:
+            return f"has no valid {key!r} count"
+        if not _is_count(m[key]):
+            return f"field {key!r} is {_show(m[key])}: {expected}"
+    for key in optional:
+        if m.get(key) is not None and not _is_count(m[key]):
+            return f"field {key!r} is {_show(m[key])}: {expected} (or null)"
+    if "name" in m and not isinstance(m["name"], str):
+        return f"field 'name' is {_show(m['name'])}: expected a string"
+    modules = m.get("by_module", {})
+    if not isinstance(modules, dict):
+        return f"field 'by_module' is {_show(modules)}: expected an object of module name -> FLOPs"
+    for name, value in modules.items():
+        if not _is_count(value):
+            return f"field 'by_module'[{name!r}] is {_show(value)}: {expected}"
+    bad = bad_number_path(m)
+    return f"field {bad}: not a number pytest-flops writes" if bad else None
+
+
+def document_problem(data: Mapping[str, Any]) -> str | None:
+    """Why a baseline document (already known to have the format and version) is invalid, or None."""
+    if data.get("torch") is not None and not isinstance(data["torch"], str):
+        return f"\"torch\" is {_show(data['torch'])}: expected a version string or null"
     tests = data.get("tests")
     if not isinstance(tests, dict):
-        raise BaselineError(f"flops baseline {path} is corrupt: \"tests\" is not an object")
+        return f"\"tests\" is {_show(tests)}: expected an object of nodeid -> entry"
     for nodeid, entry in tests.items():
-        problem = _entry_problem(entry)
-        if problem:
-            raise BaselineError(f"flops baseline {path} is corrupt: entry {nodeid!r} {problem}")
-    return Baseline(path, dict(tests), data.get("torch"))
-
-
-def _entry_problem(entry: Any) -> str | None:
-    if not isinstance(entry, dict) or not isinstance(entry.get("measurements"), list):
-        return "has no \"measurements\" list"
-    for i, m in enumerate(entry["measurements"]):
-        if not isinstance(m, dict):
-            return f"measurement {i} is not an object"
-        for key in ("flops", "macs", "params"):
-            value = m.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                return f"measurement {i} has no valid {key!r} count"
-        if not isinstance(m.get("by_module", {}), dict):
-            return f"measurement {i} has a \"by_module\" that is not an object"
-    return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("measurements"), list):
+            return f"entry {nodeid!r} has no \"measurements\" list"
+        if entry.get("torch") is not None and not isinstance(entry["torch"], str):
+            return f"entry {nodeid!r} field 'torch' is {_show(entry['torch'])}: expected a version string or null"
+        for i, m in enumerate(entry["measurements"]):
+            problem = measurement_problem(m)
+            if problem:
+                return f"entry {nodeid!r} measurement {i} {problem}"
+    bad = bad_number_path(data)
+    return f"field {bad}: not a number pytest-flops writes" if bad else None
 
 
 def entry_from_record(record: Mapping[str, Any], torch: str | None) -> dict[str, Any]:
@@ -200,6 +257,63 @@ def merge(existing: Mapping[str, Mapping[str, Any]] | None, records: Iterable[Ma
 def dump(document: Mapping[str, Any]) -> str:
     """Stable text (sorted, indented) so that baseline updates read well in a pull request's diff."""
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What :func:`save` did: tests updated from this run, entries kept, entries removed (no longer collected)."""
+
+    updated: int
+    kept: list[str]
+    removed: list[str]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive OS lock (``fcntl.flock``) on ``<path>.lock`` beside ``path``, held for the block.
+
+    The lock file is left in place (removing it would race with a waiting
+    writer). Where ``fcntl`` is missing (Windows) the block runs unlocked:
+    concurrent saves there can lose each other's entries.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def save(path: str | Path, records: Sequence[Mapping[str, Any]], collected: Mapping[str, Iterable[str]] | None,
+         torch: str | None, overwrite: bool = False) -> SaveResult:
+    """Merge this run's ``records`` into the baseline at ``path`` without losing another writer's entries.
+
+    Under :func:`file_lock`, the file is read again (another run may have
+    saved since this one started), this run's tests replace their entries,
+    entries whose test is no longer collected go (see :func:`missing_entries`),
+    the rest stay, and the result is written atomically (through a symlink
+    to its target, keeping the file's mode). A file that is not a readable
+    baseline is replaced only with ``overwrite``; else :class:`BaselineError`.
+    """
+    target = Path(os.path.realpath(path))
+    with file_lock(target):
+        try:
+            current = load_baseline(target)
+        except BaselineError as exc:
+            if not overwrite:
+                raise BaselineError(f"{exc}; not overwritten (pass --flops-baseline-overwrite to replace it)") from None
+            current = None
+        existing = current.tests if current is not None else {}
+        removed, kept = missing_entries(existing, [r["nodeid"] for r in records], collected)
+        write_text_atomic(target, dump(merge(existing, records, removed, torch)))
+    return SaveResult(len(records), kept, removed)
 
 
 # -- comparison -----------------------------------------------------------------

@@ -230,19 +230,17 @@ class FlopsGate:
         try:
             self.lines.append((fn(*args), {}))
             return True
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: BaselineError, a file that changed under the run
             self.lines.append((f"{what}: cannot write {where}: {exc}", {"red": True, "bold": True}))
             return False
 
     def _save_baseline(self, records: list[Any], collected: Any, torch: str | None) -> str:
-        from ..outputs.baseline import dump, merge, missing_entries
-        from ..outputs.io import write_text_atomic
+        from ..outputs.baseline import save
 
-        existing = self.save_existing.tests if self.save_existing is not None else {}
-        removed, kept = missing_entries(existing, [r["nodeid"] for r in records], collected)
-        write_text_atomic(self.save_path, dump(merge(existing, records, removed, torch)))
-        return (f"flops baseline saved to {self.save_text}: {len(records)} tests updated, {len(kept)} kept"
-                + (f", {len(removed)} removed (no longer collected)" if removed else ""))
+        # under a lock, re-read and merged: another run may have saved to the same file since configure
+        done = save(self.save_path, records, collected, torch, bool(self.config.getoption("flops_baseline_overwrite")))
+        return (f"flops baseline saved to {self.save_text}: {done.updated} tests updated, {len(done.kept)} kept"
+                + (f", {len(done.removed)} removed (no longer collected)" if done.removed else ""))
 
     def _baseline_info(self) -> dict[str, Any] | None:
         if self.baseline_path is None:

@@ -1,0 +1,186 @@
+"""Issue 12: bad input gives one line, nothing is lost, nothing untrusted is believed.
+
+Each test names the case of the issue it covers (docs/failure-modes.md lists what the user sees).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hypothesis  # noqa: F401  (see tests/conftest.py)
+from pytest_flops.outputs.baseline import BaselineError, file_lock, load_baseline, save
+from pytest_flops.outputs.io import write_text_atomic
+
+MODEL = """
+import pytest
+import torch
+
+
+@pytest.mark.max_flops("1G")
+def test_a():
+    torch.nn.Linear(4, 4)(torch.randn(1, 4))
+"""
+
+
+def record(nodeid: str, flops: int = 32) -> dict:
+    return {"nodeid": nodeid, "measurements": [{"name": "Linear", "flops": flops, "macs": flops // 2, "params": 20,
+                                                "forward_flops": flops, "backward_flops": 0,
+                                                "by_module": {"Linear": flops}}]}
+
+
+def baseline_doc(**measurement: object) -> dict:
+    m = {"name": "Linear", "flops": 32, "macs": 16, "params": 20, "forward_flops": 32, "backward_flops": 0,
+         "by_module": {"Linear": 32}}
+    m.update(measurement)
+    return {"format": "pytest-flops-baseline", "schema_version": 1, "torch": None,
+            "tests": {"test_model.py::test_a": {"torch": None, "measurements": [m]}}}
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+# -- 7: baseline values checked at load ---------------------------------------------------------------
+@pytest.mark.parametrize("field, text, shown", [
+    ("forward_flops", "NaN", "NaN"),
+    ("backward_flops", "Infinity", "Infinity"),
+    ("flops", '"32"', '"32"'),
+    ("macs", "1e400", "1e400"),
+    ("params", str(10**400), "...(401 characters)"),
+    ("params", "-1", "-1"),
+    ("flops", "true", "true"),
+])
+def test_7_bad_baseline_value_is_one_line_naming_entry_and_field(pytester: pytest.Pytester, field: str,
+                                                                  text: str, shown: str) -> None:
+    pytester.makepyfile(test_model=MODEL)
+    doc = json.dumps(baseline_doc(**{field: "@@"})).replace('"@@"', text)
+    pytester.path.joinpath("b.json").write_text(doc)
+    result = pytester.runpytest("--flops-baseline=b.json", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = "\n".join(result.errlines)
+    assert "Traceback" not in line and "INTERNALERROR" not in result.stdout.str()
+    assert "b.json is corrupt: entry 'test_model.py::test_a' measurement 0 field " in line
+    assert repr(field) in line and shown in line
+
+
+def test_7_by_module_value_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(baseline_doc(by_module={"Linear": "7"})))
+    with pytest.raises(BaselineError, match=r"field 'by_module'\['Linear'\] is \"7\""):
+        load_baseline(path)
+
+
+def test_7_deep_nesting_and_huge_integers_are_one_line(tmp_path: Path) -> None:
+    deep = '{"format": "pytest-flops-baseline", "schema_version": 1, "tests": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = tmp_path / "b.json"
+    path.write_text(deep)
+    with pytest.raises(BaselineError, match="nested deeper than 32 levels"):
+        load_baseline(path)
+    path.write_text('{"format": "pytest-flops-baseline", "schema_version": 1, "x": ' + "9" * 5000 + ', "tests": {}}')
+    with pytest.raises(BaselineError, match=r"field 'x' = 999.*\(5000 characters\)"):
+        load_baseline(path)
+    nested: object = 1
+    for _ in range(40):
+        nested = [nested]
+    path.write_text(json.dumps(baseline_doc(extra=nested)))
+    with pytest.raises(BaselineError, match="nested deeper than 32 levels"):
+        load_baseline(path)
+
+
+def test_7_size_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_flops.outputs import io
+
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(baseline_doc()))
+    monkeypatch.setattr(io, "MAX_DOCUMENT_BYTES", 100)
+    monkeypatch.setattr(io.read_json_document, "__defaults__", (100,))
+    with pytest.raises(BaselineError, match=r"b.json is larger than"):
+        load_baseline(path)
+
+
+# -- 2: concurrent saves lose nothing -----------------------------------------------------------------
+def test_2_a_save_during_the_run_is_kept(pytester: pytest.Pytester) -> None:
+    """Another job saves to the baseline while this run is going: both runs' entries survive."""
+    pytester.makepyfile(test_model=MODEL + """
+
+def test_other_job_saves_meanwhile():
+    from pytest_flops.outputs.baseline import save
+    save("b.json", [{"nodeid": "elsewhere.py::test_x", "measurements": [
+        {"name": "M", "flops": 7, "macs": 3, "params": 1, "by_module": {}}]}], None, None)
+""")
+    save(pytester.path / "b.json", [record("old.py::test_old")], None, None)
+    result = pytester.runpytest("--flops-save-baseline=b.json", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    tests = json.loads((pytester.path / "b.json").read_text())["tests"]
+    assert set(tests) == {"old.py::test_old", "elsewhere.py::test_x", "test_model.py::test_a"}
+
+
+def test_2_save_holds_an_os_lock_beside_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    probe = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+    with file_lock(path):
+        held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "b.json.lock")])
+    free = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "b.json.lock")])
+    assert (held.returncode, free.returncode) == (3, 0)
+
+
+def test_2_save_does_not_replace_a_file_that_became_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text("not json")
+    with pytest.raises(BaselineError, match="not overwritten"):
+        save(path, [record("a.py::t")], None, None)
+    assert path.read_text() == "not json"
+    save(path, [record("a.py::t")], None, None, overwrite=True)
+    assert load_baseline(path).tests.keys() == {"a.py::t"}
+
+
+# -- 3: symlinks followed, modes kept ---------------------------------------------------------------
+def test_3_save_through_a_symlink_updates_its_target(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model=MODEL)
+    (pytester.path / "store").mkdir()
+    target = pytester.path / "store" / "real.json"
+    save(target, [record("old.py::test_old")], None, None)
+    target.chmod(0o644)
+    (pytester.path / "b.json").symlink_to(target)
+    result = pytester.runpytest("--flops-save-baseline=b.json", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert (pytester.path / "b.json").is_symlink()
+    assert set(json.loads(target.read_text())["tests"]) == {"old.py::test_old", "test_model.py::test_a"}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o664])
+def test_3_atomic_write_keeps_the_mode(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "f.json"
+    path.write_text("old")
+    path.chmod(mode)
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_3_new_file_gets_0644_under_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "new.json", "x")
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.json", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+def test_3_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
+    (tmp_path / "link.json").symlink_to(tmp_path / "sub" / "real.json")
+    write_text_atomic(tmp_path / "link.json", "x")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "sub" / "real.json").read_text() == "x"
