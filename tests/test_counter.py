@@ -625,7 +625,7 @@ def test_compute_free_does_not_touch_weights():
 # ---------------------------------------------------------------------------
 
 FAST_FIELDS = ("flops", "forward_flops", "backward_flops", "macs", "by_module", "by_op", "by_category", "uncounted",
-               "stacks", "params", "trainable_params", "module_types")
+               "stacks", "params", "trainable_params", "module_types", "module_params")
 
 
 def _count_no_fast(model, *inputs):
@@ -818,6 +818,21 @@ def test_bare_counter_counts_parameters_of_outermost_modules_that_ran():
         torch.randn(2, 3) @ torch.randn(3, 4)
     assert c.measurement.params == 0 and c.measurement.flops == 48
     del unused
+
+
+def test_module_params_are_each_modules_parameters_children_included():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2), nn.Linear(2, 2, bias=False)))
+    m = count(model, torch.randn(3, 4))
+    assert m.module_params == {"Sequential": 40 + 18 + 4, "0": 4 * 8 + 8, "1": 0, "2": 18 + 4, "2.0": 8 * 2 + 2,
+                               "2.1": 4}
+    assert m.module_params["Sequential"] == m.params
+    assert Measurement.from_dict(m.to_dict()).module_params == m.module_params
+    tied = count(Tied(), torch.tensor([[1, 2, 3]]))  # a tied parameter counts once in the module holding both
+    assert tied.module_params["Tied"] == tied.params
+    a, b = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2), nn.ReLU())
+    with FlopCounter() as c:  # several roots: each under its own name
+        b(a(torch.randn(1, 4)))
+    assert c.measurement.module_params == {"Linear": 20, "Sequential": 10, "Sequential.0": 10, "Sequential.1": 0}
 
 
 # ---------------------------------------------------------------------------

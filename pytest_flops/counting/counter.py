@@ -457,6 +457,18 @@ class FlopCounter:
                     trainable += p.numel()
         return total, trainable
 
+    def _module_params(self, ran: Mapping[str, int]) -> dict[str, int]:
+        """Parameters of each module that ran (children included), for the report's params view."""
+        roots: Iterable[torch.nn.Module] = (self.model,) if self.model is not None else self._tracker.roots.values()
+        names = self._tracker.names
+        out: dict[str, int] = {}
+        for root in roots:
+            for sub in root.modules():
+                name = names.get(id(sub))
+                if name in ran and name not in out:
+                    out[name] = sum(p.numel() for p in sub.parameters())
+        return out
+
     def _measure(self) -> Measurement:
         tracker = self._tracker
         by_module: dict[str, int] = dict.fromkeys(self._by_module_seen, 0)
@@ -495,6 +507,7 @@ class FlopCounter:
             uncounted=dict(sorted(self._uncounted.items())),
             devices=devices,
             module_types=dict(tracker.types),
+            module_params=self._module_params(by_module),
             stacks=stacks,
             ops=self.ops,
             computed=self._computed,

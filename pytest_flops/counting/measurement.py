@@ -36,6 +36,8 @@ class Measurement:
     uncounted: Mapping[str, int] = field(default_factory=dict)
     devices: tuple[str, ...] = ()
     module_types: Mapping[str, str] = field(default_factory=dict)
+    #: parameters of each module that ran, children included (a parameter shared by two modules counts in each)
+    module_params: Mapping[str, int] = field(default_factory=dict)
     stacks: Mapping[str, int] = field(default_factory=dict)
     ops: str = "matmul"
     computed: bool = True
@@ -102,6 +104,7 @@ class Measurement:
             "uncounted": dict(self.uncounted),
             "devices": list(self.devices),
             "module_types": dict(self.module_types),
+            "module_params": dict(self.module_params),
             "stacks": dict(self.stacks),
             "ops": self.ops,
             "computed": self.computed,
