@@ -2,21 +2,25 @@
 
 No torch and no pytest here: a Budget is parsed at collection time, and
 :func:`check` gives the verdict that the failure message, the report's
-"% of budget" column and the exit status all use.
+"% of budget" column and the exit status all use. A :class:`Tolerance` is the
+other limit: how much a count may grow against its baseline
+(``--flops-tolerance``), parsed once with the other settings.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .units import ACCEPTED_FORMS, format_quantity, parse_quantity
+from .units import ACCEPTED_FORMS, METRIC_UNITS, OPS_CHOICES, compact_quantity, format_quantity, parse_quantity
 
-__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS"]
+__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS", "Tolerance",
+           "parse_tolerance", "TOLERANCE_FORMS"]
 
 #: The metrics a budget can limit, with the unit shown in messages.
-METRICS: dict[str, str] = {"flops": "FLOPs", "macs": "MACs", "params": "params"}
-OPS_CHOICES = ("matmul", "all")
+METRICS = METRIC_UNITS
+TOLERANCE_FORMS = "a relative tolerance such as '1%' or '0.5%', or an absolute one such as '10M' or 0"
 
 
 class BudgetError(ValueError):
@@ -148,3 +152,43 @@ def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
         calls = ", ".join(f"{op} x{n}" for op, n in sorted(measurement.uncounted.items()))
         lines.append(f"uncounted ops (no formula, counted as 0): {calls}")
     return "\n".join(lines)
+
+
+# -- tolerance ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a count may grow before it is a regression: ``percent`` of the old value, or ``absolute``."""
+
+    percent: float | None = None
+    absolute: int = 0
+
+    def allowance(self, old: int) -> float:
+        return old * self.percent / 100.0 if self.percent is not None else float(self.absolute)
+
+    def describe(self) -> str:
+        if self.percent is not None:
+            return f"{self.percent:g}%"
+        return compact_quantity(self.absolute)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+_PERCENT = re.compile(r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+def parse_tolerance(value: Any) -> Tolerance:
+    """``"1%"`` / ``"0.5%"`` (relative) or ``"10M"`` / ``0`` (absolute, parsed with ``parse_quantity``).
+
+    Raises ``ValueError`` naming the bad value and the accepted forms.
+    """
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        if match is not None:
+            return Tolerance(percent=float(match.group(1)))
+        if "%" in value:
+            raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}")
+    try:
+        return Tolerance(absolute=parse_quantity(value))
+    except ValueError:
+        raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}") from None

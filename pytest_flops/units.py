@@ -11,7 +11,13 @@ import math
 import re
 from typing import Collection, Sequence
 
-__all__ = ["parse_quantity", "format_quantity", "align_columns", "ACCEPTED_FORMS"]
+__all__ = ["parse_quantity", "format_quantity", "compact_quantity", "align_columns", "ACCEPTED_FORMS", "OPS_CHOICES",
+           "METRIC_UNITS"]
+
+#: What a count covers (``ops=``): the one list the counter, the marker, the plugin options and the CLI accept.
+OPS_CHOICES = ("matmul", "all")
+#: The counts a budget or a baseline gates, with the unit word shown after them.
+METRIC_UNITS: dict[str, str] = {"flops": "FLOPs", "macs": "MACs", "params": "params"}
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _UNITS = ("flops", "flop", "macs", "mac", "params", "param", "parameters")
@@ -81,6 +87,21 @@ def format_quantity(n: float, unit: str = "", precision: int = 2) -> str:
             return text + unit if unit else text.replace(" ", "")
     text = f"{sign}{n:g}" if isinstance(n, float) and not float(n).is_integer() else f"{sign}{int(n)}"
     return f"{text} {unit}" if unit else text
+
+
+def compact_quantity(n: float) -> str:
+    """:func:`format_quantity` without trailing zeros: ``8.3G``, ``4G``, ``512`` (budgets, tolerances).
+
+    >>> compact_quantity(8_300_000_000)
+    '8.3G'
+    >>> compact_quantity(4_000_000_000)
+    '4G'
+    """
+    text = format_quantity(n)
+    if "." in text:
+        number, suffix = (text[:-1], text[-1]) if not text[-1].isdigit() else (text, "")
+        text = number.rstrip("0").rstrip(".") + suffix
+    return text
 
 
 def align_columns(rows: Sequence[Sequence[str]], right: Collection[int] = (), indent: str = "") -> list[str]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..units import align_columns, format_quantity, parse_quantity
+from ..budgets import TOLERANCE_FORMS, Tolerance, parse_tolerance
+from ..units import METRIC_UNITS, align_columns, format_quantity
 from .io import DocumentError, bad_number_path, read_json_document, write_text_atomic
 
 __all__ = [
@@ -57,53 +57,12 @@ BASELINE_SCHEMA_VERSION = 1
 #: A module is stored in the baseline when it spends at least this share of its measurement's FLOPs.
 MODULE_MIN_SHARE = 0.001
 #: The metrics a baseline gates; forward/backward FLOPs are stored and shown, not gated on their own.
-GATED_METRICS: dict[str, str] = {"flops": "FLOPs", "macs": "MACs", "params": "params"}
+GATED_METRICS = METRIC_UNITS
 _STORED = ("name", "flops", "macs", "params", "forward_flops", "backward_flops")
-TOLERANCE_FORMS = "a relative tolerance such as '1%' or '0.5%', or an absolute one such as '10M' or 0"
 
 
 class BaselineError(ValueError):
     """An unreadable, corrupt or future-schema baseline file (one line: path and problem)."""
-
-
-# -- tolerance ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Tolerance:
-    """How much a count may grow before it is a regression: ``percent`` of the old value, or ``absolute``."""
-
-    percent: float | None = None
-    absolute: int = 0
-
-    def allowance(self, old: int) -> float:
-        return old * self.percent / 100.0 if self.percent is not None else float(self.absolute)
-
-    def describe(self) -> str:
-        if self.percent is not None:
-            return f"{self.percent:g}%"
-        return _compact(self.absolute)
-
-    def __str__(self) -> str:
-        return self.describe()
-
-
-_PERCENT = re.compile(r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
-
-
-def parse_tolerance(value: Any) -> Tolerance:
-    """``"1%"`` / ``"0.5%"`` (relative) or ``"10M"`` / ``0`` (absolute, parsed with ``parse_quantity``).
-
-    Raises ``ValueError`` naming the bad value and the accepted forms.
-    """
-    if isinstance(value, str):
-        match = _PERCENT.match(value)
-        if match is not None:
-            return Tolerance(percent=float(match.group(1)))
-        if "%" in value:
-            raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}")
-    try:
-        return Tolerance(absolute=parse_quantity(value))
-    except ValueError:
-        raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}") from None
 
 
 # -- the file -------------------------------------------------------------------
@@ -317,13 +276,6 @@ def save(path: str | Path, records: Sequence[Mapping[str, Any]], collected: Mapp
 
 
 # -- comparison -----------------------------------------------------------------
-def _compact(n: float) -> str:
-    text = format_quantity(n)
-    if "." in text and not text[-1].isdigit():
-        text = text[:-1].rstrip("0").rstrip(".") + text[-1]
-    return text
-
-
 def _signed(n: float, unit: str = "") -> str:
     text = format_quantity(n, unit)
     return text if text.startswith("-") else "+" + text

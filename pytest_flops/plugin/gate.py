@@ -9,102 +9,42 @@ Options are added by :mod:`pytest_flops.plugin`; comparisons live in
 
 from __future__ import annotations
 
-import os
 from typing import Any, Generator
 
 import pytest
 
-from .session import get_session, setting
+from .session import get_session
+from .settings import FlopsSettings
 
-__all__ = ["FlopsGate", "GATE_KEY", "add_gating_options", "configure_gating"]
+__all__ = ["FlopsGate", "GATE_KEY", "configure_gating"]
 
-def add_gating_options(group: Any, parser: pytest.Parser) -> None:
-    group.addoption("--flops-baseline", default=None, metavar="PATH",
-                    help="compare each measured test with this baseline file: a test whose FLOPs, MACs or params "
-                         "grew beyond --flops-tolerance fails")
-    group.addoption("--flops-save-baseline", default=None, metavar="PATH",
-                    help="write this run's counts to a baseline file, merged with the tests it already holds")
-    group.addoption("--flops-baseline-strict", action="store_true", default=None,
-                    help="with --flops-baseline: also fail shrinking counts, tests not in the baseline and a "
-                         "missing baseline file")
-    group.addoption("--flops-baseline-overwrite", action="store_true", default=None,
-                    help="let --flops-save-baseline replace a file that is not a readable baseline")
-    group.addoption("--flops-tolerance", default=None, metavar="TOL",
-                    help="growth allowed before a regression: relative ('1%%', '0.5%%') or absolute ('10M'); "
-                         "default 0")
-    group.addoption("--flops-json", default=None, metavar="PATH",
-                    help="write the measured tests, their measurements, budgets, baseline deltas and outcomes, "
-                         "and the environment, to a JSON file")
-    group.addoption("--flops-markdown", default=None, metavar="PATH",
-                    help="write the report (with the baseline deltas) as a Markdown table")
-    group.addoption("--flops-flamegraph", default=None, metavar="DIR",
-                    help="write one folded-stack file (speedscope, flamegraph.pl) and one SVG flame graph per measured "
-                         "test into DIR")
-    parser.addini("flops_baseline", "baseline file to compare with (as --flops-baseline)", default="")
-    parser.addini("flops_baseline_strict", "as --flops-baseline-strict", type="bool", default=False)
-    parser.addini("flops_tolerance", "growth allowed before a regression: 1%, 0.5% or 10M (default 0)", default="0")
-    parser.addini("flops_json", "JSON results file (as --flops-json)", default="")
-    parser.addini("flops_markdown", "Markdown report file (as --flops-markdown)", default="")
-    parser.addini("flops_flamegraph", "folder for folded-stack files (as --flops-flamegraph)", default="")
-
-
-def _path_setting(config: pytest.Config, name: str, ini: bool = True) -> tuple[Any, str | None]:
-    """(absolute path, text as the user wrote it): options relative to the invocation dir, ini to the ini file."""
-    from pathlib import Path
-
-    value = config.getoption(name)
-    base = config.invocation_params.dir
-    if value is None and ini:
-        value = config.getini(name)
-        base = config.inipath.parent if config.inipath else config.rootpath
-    if not value:
-        return None, None
-    return base / Path(value).expanduser(), str(value)
-
-
-_FILE_SETTINGS = ("flops_baseline", "flops_save_baseline", "flops_json", "flops_markdown", "flops_flamegraph")
-
-
-def configure_gating(config: pytest.Config) -> None:
-    raw = setting(config, "flops_tolerance")
-    wanted = any(config.getoption(name) or (name != "flops_save_baseline" and config.getini(name))
-                 for name in _FILE_SETTINGS)
-    if str(raw).strip() in ("", "0") and not wanted and not os.environ.get("GITHUB_STEP_SUMMARY"):
+def configure_gating(config: pytest.Config, settings: FlopsSettings) -> None:
+    """Load the baseline files the settings name (a bad one is a usage error) and register the gate."""
+    if not settings.wants_gate:
         return  # nothing to compare or write: no gate, and nothing imported (start-up stays cheap)
-    from ..outputs.baseline import TOLERANCE_FORMS, BaselineError, load_baseline, parse_tolerance
+    from ..outputs.baseline import BaselineError, load_baseline
 
-    try:
-        tolerance = parse_tolerance(raw)
-    except ValueError:
-        where = "--flops-tolerance" if config.getoption("flops_tolerance") is not None else "flops_tolerance (ini)"
-        raise pytest.UsageError(f"{where}={raw!r} is not valid: expected {TOLERANCE_FORMS}") from None
-    baseline_path, baseline_text = _path_setting(config, "flops_baseline")
-    save_path, save_text = _path_setting(config, "flops_save_baseline", ini=False)
-    overwrite = bool(config.getoption("flops_baseline_overwrite"))
-    same = baseline_path is not None and save_path is not None and baseline_path.resolve() == save_path.resolve()
+    compared, saved = settings.baseline, settings.save_baseline
+    overwrite = settings.baseline_overwrite
+    same = compared is not None and saved is not None and compared.path.resolve() == saved.path.resolve()
     baseline = save_existing = None
-    if baseline_path is not None:
+    if compared is not None:
         try:
-            baseline = load_baseline(baseline_path)
+            baseline = load_baseline(compared.path)
         except BaselineError as exc:
             if not (same and overwrite):
                 raise pytest.UsageError(str(exc)) from None
-    if save_path is not None:
+    if saved is not None:
         try:
-            save_existing = baseline if same else load_baseline(save_path)
+            save_existing = baseline if same else load_baseline(saved.path)
         except BaselineError as exc:
             if not overwrite:
                 raise pytest.UsageError(f"{exc}; pass --flops-baseline-overwrite to replace it") from None
-    strict = bool(setting(config, "flops_baseline_strict"))
-    if baseline_path is not None and baseline is None and strict and not same:
+    if compared is not None and baseline is None and settings.baseline_strict and not same:
         raise pytest.UsageError(
-            f"flops baseline {baseline_text} not found (--flops-baseline-strict): create it with "
-            f"pytest --flops-save-baseline={baseline_text}")
-    gate = FlopsGate(config, tolerance=tolerance, strict=strict, baseline=baseline, baseline_path=baseline_path,
-                     baseline_text=baseline_text, enforce=not same, save_path=save_path, save_text=save_text,
-                     save_existing=save_existing, json_path=_path_setting(config, "flops_json")[0],
-                     markdown_path=_path_setting(config, "flops_markdown")[0],
-                     flamegraph_dir=_path_setting(config, "flops_flamegraph")[0])
+            f"flops baseline {compared.text} not found (--flops-baseline-strict): create it with "
+            f"pytest --flops-save-baseline={compared.text}")
+    gate = FlopsGate(config, settings, baseline=baseline, save_existing=save_existing, enforce=not same)
     config.stash[GATE_KEY] = gate
     config.pluginmanager.register(gate, "flops-gate")
     if config.pluginmanager.hasplugin("xdist"):
@@ -114,22 +54,22 @@ def configure_gating(config: pytest.Config) -> None:
 class FlopsGate:
     """The baseline comparison of each test, and the files written after the run (by the reporting process only)."""
 
-    def __init__(self, config: pytest.Config, *, tolerance: Any, strict: bool, baseline: Any, baseline_path: Any,
-                 baseline_text: str | None, enforce: bool, save_path: Any, save_text: str | None,
-                 save_existing: Any, json_path: Any, markdown_path: Any, flamegraph_dir: Any) -> None:
+    def __init__(self, config: pytest.Config, settings: FlopsSettings, *, baseline: Any, save_existing: Any,
+                 enforce: bool) -> None:
         self.config = config
-        self.tolerance = tolerance
-        self.strict = strict
+        self.settings = settings
+        self.tolerance = settings.tolerance
+        self.strict = settings.baseline_strict
         self.baseline = baseline  # None: no file (yet) at baseline_path
-        self.baseline_path = baseline_path
-        self.baseline_text = baseline_text
+        self.baseline_path: Any = settings.baseline.path if settings.baseline else None
+        self.baseline_text = settings.baseline.text if settings.baseline else None
         self.enforce = enforce  # False when saving to the compared file: the run accepts the changes
-        self.save_path = save_path
-        self.save_text = save_text
-        self.save_existing = save_existing
-        self.json_path = json_path
-        self.markdown_path = markdown_path
-        self.flamegraph_dir = flamegraph_dir
+        self.save_path: Any = settings.save_baseline.path if settings.save_baseline else None
+        self.save_text = settings.save_baseline.text if settings.save_baseline else None
+        self.save_existing = save_existing  # the file at save_path as loaded at start (None: none there)
+        self.json_path: Any = settings.json.path if settings.json else None
+        self.markdown_path: Any = settings.markdown.path if settings.markdown else None
+        self.flamegraph_dir: Any = settings.flamegraph.path if settings.flamegraph else None
         # collector nodeid -> its children's nodeids, as collected (before -k/-m/--lf): removed vs not run
         self.collected: dict[str, list[str]] = {}
         self.comparisons: dict[str, Any] = {}
@@ -185,8 +125,6 @@ class FlopsGate:
             return
         if not flops_session.is_reporter:
             return
-        import os
-
         from ..outputs.json_results import torch_version
 
         records = flops_session.records
@@ -205,9 +143,7 @@ class FlopsGate:
                                              list(primary.values()), collected, torch_version())
         if self.json_path is not None:
             failed_writes |= not self._write("flops results", self._shown(self.json_path), self._write_json, records)
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary and not (flops_session.report != "off" or self.markdown_path or self.baseline_path):
-            step_summary = None
+        step_summary = self.settings.step_summary if self.settings.writes_step_summary else None
         if self.markdown_path is not None or step_summary:
             failed_writes |= not self._write("flops markdown", self._shown(self.markdown_path or step_summary),
                                              self._write_markdown, records, step_summary)
@@ -238,7 +174,7 @@ class FlopsGate:
         from ..outputs.baseline import save
 
         # under a lock, re-read and merged: another run may have saved to the same file since configure
-        done = save(self.save_path, records, collected, torch, bool(self.config.getoption("flops_baseline_overwrite")))
+        done = save(self.save_path, records, collected, torch, self.settings.baseline_overwrite)
         return (f"flops baseline saved to {self.save_text}: {done.updated} tests updated, {len(done.kept)} kept"
                 + (f", {len(done.removed)} removed (no longer collected)" if done.removed else ""))
 
@@ -257,8 +193,7 @@ class FlopsGate:
         from ..outputs.io import write_text_atomic
         from ..outputs.json_results import build_results, dumps, environment
 
-        session = get_session(self.config)
-        settings = {"ops": session.ops, "strict": session.strict, "report": session.report,
+        settings = {"ops": self.settings.ops, "strict": self.settings.strict, "report": self.settings.report,
                     "baseline": self.baseline_text, "tolerance": str(self.tolerance),
                     "baseline_strict": self.strict}
         comparisons = {k: c.to_dict() for k, c in self.comparisons.items()} if self.summary is not None else None

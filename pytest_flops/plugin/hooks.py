@@ -12,8 +12,9 @@ from typing import Any, Generator
 import pytest
 
 from ..budgets import Budget, BudgetError, check, failure_message, parse_budget
-from .gate import GATE_KEY, add_gating_options, configure_gating
-from .session import SESSION_KEY, FlopsSession, get_session, setting
+from .gate import GATE_KEY, configure_gating
+from .session import SESSION_KEY, FlopsSession, get_session
+from .settings import REPORT_CHOICES, SETTINGS_KEY, FlopsSettings, add_options, get_settings
 
 MARKER = "max_flops"
 _BUDGET = pytest.StashKey[Budget]()
@@ -21,26 +22,11 @@ _MEASUREMENTS = pytest.StashKey[list]()
 _REGISTRY = pytest.StashKey[Any]()
 _VERDICTS = pytest.StashKey[list]()
 _DICTS = pytest.StashKey[list]()
-_REPORT_CHOICES = ("short", "full", "off")
-_OPS_CHOICES = ("matmul", "all")
 
 
 # -- options ------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("flops", "FLOP budgets (pytest-flops)")
-    group.addoption("--flops-report", nargs="?", const="short", default=None, metavar="short|full",
-                    help="print a per-test FLOPs/MACs/params table after the run; 'full' adds each test's top modules")
-    group.addoption("--flops-ops", default=None, metavar="matmul|all",
-                    help="what to count: 'matmul' (matmul, conv, attention; default) or 'all' (also norms, "
-                         "pointwise, reductions, pooling)")
-    group.addoption("--flops-strict", action="store_true", default=None,
-                    help="fail a measurement that ran ops without a FLOP formula")
-    parser.addini("flops_report", "report after the run: short, full or off (default off)", default="off")
-    parser.addini("flops_ops", "what to count: matmul (default) or all", default="matmul")
-    parser.addini("flops_strict", "fail measurements that ran ops without a formula", type="bool", default=False)
-    parser.addini("flops_gather_timeout", "torchrun: seconds rank 0 waits for the other ranks' measurements "
-                  "(default 300; 0: no gathering, rank 0 reports its own)", default="300")
-    add_gating_options(group, parser)
+    add_options(parser)  # every option and ini key is declared once, in settings.py
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -53,7 +39,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     for i, arg in enumerate(args[:-1]):
         if arg == "--":
             break
-        if arg == "--flops-report" and args[i + 1] not in _REPORT_CHOICES:
+        if arg == "--flops-report" and args[i + 1] not in REPORT_CHOICES:
             args.insert(i + 1, "short")
             break
 
@@ -70,19 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(flops=None, *, macs=None, params=None, ops=None): fail the test when a model it measures "
         "exceeds this FLOP / MAC / parameter budget (values like '8.3G', 25_600_000, '25.6M').",
     )
-    report = setting(config, "flops_report") or "off"
-    if report not in _REPORT_CHOICES:
-        raise pytest.UsageError(
-            f"--flops-report={report!r} is not valid: expected 'short' or 'full' "
-            "(write paths before --flops-report, or use --flops-report=full)"
-        )
-    ops = setting(config, "flops_ops")
-    if ops not in _OPS_CHOICES:
-        raise pytest.UsageError(f"flops_ops={ops!r} is not valid: expected 'matmul' or 'all'")
-    session = FlopsSession(config, report, ops, bool(setting(config, "flops_strict")))
+    settings = config.stash[SETTINGS_KEY] = FlopsSettings.from_config(config)  # validated once, here
+    session = FlopsSession(config, settings)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "flops-session")
-    configure_gating(config)
+    configure_gating(config, settings)
 
 
 # -- marker -------------------------------------------------------------------
@@ -113,7 +91,7 @@ def _ops_for(item: pytest.Item) -> str:
     budget = item.stash.get(_BUDGET, None)
     if budget is not None and budget.ops:
         return budget.ops
-    return get_session(item.config).ops
+    return get_settings(item.config).ops
 
 
 def _on_measurement(item: pytest.Item, measurement: Any) -> None:
@@ -128,8 +106,7 @@ def flops(request: pytest.FixtureRequest) -> Any:
     from .fixture import FlopsFixture
 
     item = request.node
-    session = get_session(request.config)
-    return FlopsFixture(_ops_for(item), session.strict, lambda: _registry(item),
+    return FlopsFixture(_ops_for(item), get_settings(request.config).strict, lambda: _registry(item),
                         lambda m: _on_measurement(item, m))
 
 
@@ -156,7 +133,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if budget is not None and "flops" not in getattr(item, "fixturenames", ()):
         from ..counting.counter import FlopCounter  # a marked test without the fixture: measure the whole call
 
-        counter = FlopCounter(_ops_for(item), get_session(item.config).strict, registry=_registry(item))
+        counter = FlopCounter(_ops_for(item), get_settings(item.config).strict, registry=_registry(item))
         with counter:
             result = yield  # a failure of the test itself propagates unchanged
         measurement = counter.measurement
@@ -220,7 +197,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 # -- report -------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = get_session(config)
-    if not session.is_reporter or session.report == "off":
+    report = session.settings.report
+    if not session.is_reporter or report == "off":
         return
     from ..outputs.terminal import columns, render_table
 
@@ -232,9 +210,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     gate = config.stash.get(GATE_KEY, None)
     if gate is not None and gate.summary is not None:
         extra.append(("vs baseline", gate.delta_cell))
-    for line in render_table(session.records, width=width, full=session.report == "full", extra_columns=extra):
+    for line in render_table(session.records, width=width, full=report == "full", extra_columns=extra):
         terminalreporter.write_line(line)
     if session.missing_ranks and session.rank is not None:
         terminalreporter.write_line(
             f"ranks {', '.join(map(str, session.missing_ranks))} of {session.rank.world_size} sent no measurements "
-            f"within flops_gather_timeout ({session.gather_timeout:g} s): their rows are missing", yellow=True)
+            f"within flops_gather_timeout ({session.settings.gather_timeout:g} s): their rows are missing", yellow=True)

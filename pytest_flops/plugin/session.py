@@ -14,35 +14,23 @@ from typing import Any
 import pytest
 
 from .gather import rank_info
+from .settings import FlopsSettings
 
-__all__ = ["FlopsSession", "get_session", "setting", "SESSION_KEY"]
-
-
-def setting(config: pytest.Config, name: str) -> Any:
-    """An option's value, else its ini value: the command line wins."""
-    value = config.getoption(name)
-    return value if value is not None else config.getini(name)
+__all__ = ["FlopsSession", "get_session", "SESSION_KEY"]
 
 
 class FlopsSession:
     """Records of measured tests, in the order their reports arrive (also from xdist workers)."""
 
-    def __init__(self, config: pytest.Config, report: str, ops: str, strict: bool) -> None:
+    def __init__(self, config: pytest.Config, settings: FlopsSettings) -> None:
         self.config = config
-        self.report = report
-        self.ops = ops
-        self.strict = strict
+        self.settings = settings
         self.records: list[dict[str, Any]] = []
         self.is_worker = hasattr(config, "workerinput")
         # torchrun: this process's rank (None when it runs alone); rank 0 gathers the others' records.
         self.rank = rank_info()
         self.missing_ranks: list[int] = []
         self.started = time.time()
-        try:
-            self.gather_timeout = float(config.getini("flops_gather_timeout"))
-        except ValueError:
-            raise pytest.UsageError(
-                f"flops_gather_timeout={config.getini('flops_gather_timeout')!r} is not a number of seconds") from None
 
     @property
     def is_reporter(self) -> bool:
@@ -55,11 +43,11 @@ class FlopsSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """torchrun: ranks > 0 send their records to rank 0, before any report or file is written."""
-        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
+        if self.is_worker or self.rank is None or self.settings.gather_timeout <= 0:
             return
         from .gather import gather
 
-        result = gather(self.records, self.rank, self.gather_timeout, since=self.started - 60)
+        result = gather(self.records, self.rank, self.settings.gather_timeout, since=self.started - 60)
         if result is not None:
             self.records = result.records
             self.missing_ranks = result.missing
@@ -67,7 +55,7 @@ class FlopsSession:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """torchrun: rank 0 releases the other ranks once its report and files are out; they wait for it,
         because torchrun stops every rank as soon as one exits with failures."""
-        if self.is_worker or self.rank is None or self.gather_timeout <= 0:
+        if self.is_worker or self.rank is None or self.settings.gather_timeout <= 0:
             return
         from .gather import release, wait_released
 
@@ -75,7 +63,7 @@ class FlopsSession:
             sys.stdout.flush()
             release(self.rank)
         else:
-            wait_released(self.rank, self.gather_timeout)
+            wait_released(self.rank, self.settings.gather_timeout)
 
     # Registered as a plugin object per config, so these hooks see this session only.
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
