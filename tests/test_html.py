@@ -1,0 +1,133 @@
+"""The HTML report's data and page (outputs/html.py); the browser test is tests/test_html_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_flops import count, zoo
+from pytest_flops.outputs.baseline import compare, entry_from_record
+from pytest_flops.outputs.html import module_tree, render_html, report_data, write_html
+
+
+def mlp_dict() -> dict[str, Any]:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2), nn.Linear(2, 2, bias=False)))
+    return count(model, torch.randn(3, 4)).to_dict()
+
+
+def record(nodeid: str, *measurements: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"nodeid": nodeid, "outcome": "passed", "worker": None, "budget": None, "verdicts": None,
+            "measurements": list(measurements), **extra}
+
+
+def embedded(page: str) -> dict[str, Any]:
+    found = re.search(r'<script id="flops-data" type="application/json">(.*?)</script>', page, re.S)
+    assert found
+    return json.loads(found.group(1))
+
+
+def test_the_module_tree_nests_children_under_their_parent_with_flops_and_params() -> None:
+    m = mlp_dict()
+    types: dict[str, int] = {}
+    tree = module_tree(m, ["flops", "params"], types)
+    names = list(types)
+    # [name below its parent, type index, [FLOPs, params], children...]; ReLU spent nothing and holds nothing: left out
+    assert tree == ["Sequential", names.index("Sequential"), [2 * 3 * (4 * 8 + 8 * 2 + 2 * 2), 62],
+                    ["0", names.index("Linear"), [2 * 3 * 32, 40]],
+                    ["2", names.index("Sequential"), [2 * 3 * 20, 22],
+                     ["0", names.index("Linear"), [2 * 3 * 16, 18]], ["1", names.index("Linear"), [2 * 3 * 4, 4]]]]
+    assert tree[2][0] == m["flops"] and tree[2][1] == m["params"]
+
+
+def test_a_module_whose_container_never_ran_hangs_under_the_nearest_ancestor_that_did() -> None:
+    m = count(zoo.bert_base(num_layers=2), torch.randn(1, 4, 768), compute=False).to_dict()
+    tree = module_tree(m, ["flops"], {})
+    top = {child[0] for child in tree[3:]}
+    assert "layers.0" in top and "layers" not in top  # a ModuleList is never called
+    layer = next(child for child in tree[3:] if child[0] == "layers.0")
+    assert {child[0] for child in layer[3:]} >= {"self_attn", "linear1", "linear2"}  # named below layers.0
+    assert layer[2][0] == m["by_module"]["layers.0"]
+
+
+def test_one_tree_per_distinct_model_and_one_row_per_measurement() -> None:
+    m = mlp_dict()
+    data = report_data([record("t.py::test_a", m), record("t.py::test_b", m, m)])
+    assert [r["test"] for r in data["rows"]] == ["t.py::test_a", "t.py::test_b [1]", "t.py::test_b [2]"]
+    assert len(data["trees"]) == 1 and {r["tree"] for r in data["rows"]} == {0}
+    assert [x["key"] for x in data["metrics"]] == ["flops", "params"] and data["rows"][0]["metrics"] == ["flops", "params"]
+
+
+def test_budget_use_and_outcome_reach_the_rows() -> None:
+    m = mlp_dict()
+    rec = record("t.py::test_a", m, budget={"flops": 1000, "macs": None, "params": 50},
+                 verdicts=[{"usage": {"flops": 0.6, "params": 1.24}, "excesses": [{"metric": "params"}]}],
+                 outcome="failed", worker="gw1")
+    (row,) = report_data([rec])["rows"]
+    assert row["budget"] == "1.00K, 50 params" and row["usage"] == 1.24 and row["over"]
+    assert row["outcome"] == "failed" and row["worker"] == "gw1"
+    zero = record("t.py::z", m, budget={"flops": 0}, verdicts=[{"usage": {"flops": float("inf")}, "excesses": [{}]}])
+    assert report_data([zero])["rows"][0]["usage"] == "inf"  # JSON has no infinity
+
+
+def test_memory_figures_become_columns_and_chart_metrics_when_present() -> None:
+    m = mlp_dict()
+    m["peak_memory"] = 4096
+    m["activations"] = 90
+    m["memory_by_module"] = {"Sequential": {"peak_forward": 4096, "peak_backward": 3000, "activations": 90},
+                             "0": {"peak_forward": 2048, "activations": 72}, "2": {"peak_forward": 1024, "activations": 18}}
+    data = report_data([record("t.py::test_a", m)])
+    assert [x["key"] for x in data["metrics"]] == ["flops", "params", "peak_memory", "activations"]
+    (row,) = data["rows"]
+    assert row["v"]["peak_memory"] == 4096 and row["metrics"] == ["flops", "params", "peak_memory", "activations"]
+    root = data["trees"][row["tree"]]
+    assert root[2] == [m["flops"], m["params"], 4096, 90]
+    assert next(c for c in root[3:] if c[0] == "0")[2][2:] == [2048, 72]
+
+
+def test_a_baseline_gives_each_test_its_delta_and_per_module_old_values() -> None:
+    old = mlp_dict()
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 2), nn.Linear(2, 2, bias=False)))
+    new = count(model, torch.randn(3, 4)).to_dict()
+    entry = entry_from_record(record("t.py::test_a", old), "2.13")
+    comparison = compare("t.py::test_a", [new], entry)
+    data = report_data([record("t.py::test_a", new), record("t.py::test_b", old)],
+                       comparisons={"t.py::test_a": comparison}, baseline={"t.py::test_a": entry},
+                       baseline_summary="1 regressed")
+    row, other = data["rows"]
+    assert row["delta"]["status"] == "regressed" and row["delta"]["text"] == comparison.measurements[0].delta_text()
+    assert row["delta"]["old"]["flops"] == old["flops"]
+    assert row["delta"]["nodes"][:2] == [old["flops"], old["by_module"]["0"]]  # pre-order: root, then "0"
+    assert {c["module"] for c in row["delta"]["modules"]} >= {"0"}
+    assert "delta" not in other and data["baseline"] == "1 regressed"
+
+
+def test_the_page_is_one_file_with_nothing_to_fetch_and_the_data_cannot_close_its_script(tmp_path: Path) -> None:
+    m = mlp_dict()
+    nasty = "t.py::test_x[</script><script>alert(1)</script><!--]"
+    path = write_html(tmp_path / "r.html", [record(nasty, m)], environment={"pytest_flops": "0.1.0"},
+                      title="run <1> & co")
+    page = path.read_text(encoding="utf-8")
+    assert page.count("</script>") == 2  # the data and the report's own script; the nodeid did not add any
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) and "<link" not in page
+    assert "@import" not in page and "url(" not in page
+    assert "<title>run &lt;1&gt; &amp; co</title>" in page
+    data = embedded(page)
+    assert data["rows"][0]["nodeid"] == nasty and data == {**report_data([record(nasty, m)]), "created": data["created"],
+                                                            "environment": {"pytest_flops": "0.1.0"},
+                                                            "title": "run <1> & co"}
+
+
+def test_two_hundred_resnet50_tests_stay_under_one_megabyte() -> None:
+    m = count(zoo.resnet50(), torch.randn(1, 3, 224, 224), compute=False).to_dict()
+
+    def variant(k: int) -> dict[str, Any]:  # every test a different tree: nothing shared
+        return {**m, "flops": m["flops"] * k, "by_module": {n: v * k for n, v in m["by_module"].items()}}
+
+    page = render_html([record(f"tests/test_models.py::test_resnet50[{i}]", variant(i + 1)) for i in range(200)])
+    assert len(embedded(page)["trees"]) == 200
+    assert len(page.encode("utf-8")) < 1_000_000
