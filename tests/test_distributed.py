@@ -297,17 +297,19 @@ def test_rank_info(env: dict[str, str], expected: RankInfo | None) -> None:
 def test_gather_through_files_in_threads(tmp_path: Path) -> None:
     env = {"RANK": "0", "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"threads-{os.getpid()}"}
     folder = exchange_dir(env)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700)
     stale = folder / "rank-2.json"
-    stale.write_text(json.dumps({"records": [{"nodeid": "stale"}]}))
+    stale.write_text(json.dumps({"rank": 2, "records": [{"nodeid": "stale", "measurements": []}]}))
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    senders = [threading.Thread(target=gather, args=([{"nodeid": f"t{r}"}], RankInfo(r, 3), 5, env))
+    senders = [threading.Thread(target=gather, args=([{"nodeid": f"t{r}", "measurements": []}], RankInfo(r, 3), 5,
+                                                     env))
                for r in (1, 2)]
     senders[0].start()
     senders[0].join()
     later = threading.Timer(0.3, senders[1].start)
     later.start()
-    result = gather([{"nodeid": "t0"}], RankInfo(0, 3), timeout=10, environ=env, since=time.time() - 60)
+    result = gather([{"nodeid": "t0", "measurements": []}], RankInfo(0, 3), timeout=10, environ=env,
+                    since=time.time() - 60)
     later.join()
     senders[1].join()
     assert result is not None

@@ -184,3 +184,94 @@ def test_3_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
     (tmp_path / "link.json").symlink_to(tmp_path / "sub" / "real.json")
     write_text_atomic(tmp_path / "link.json", "x")
     assert (tmp_path / "link.json").is_symlink() and (tmp_path / "sub" / "real.json").read_text() == "x"
+
+
+# -- 18: the torchrun file fallback trusts nothing it did not write ------------------------------------
+from pytest_flops.plugin.gather import RankInfo, exchange_dir, gather  # noqa: E402
+
+PLANTED = {"rank": 1, "world_size": 2, "records": [record("test_suite.py::test_planted", 10**12)]}
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _rank_env(tag: str) -> dict[str, str]:
+    return {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"{tag}-{os.getpid()}"}
+
+
+@pytest.fixture
+def exchange(request: pytest.FixtureRequest) -> tuple[dict[str, str], Path]:
+    env = _rank_env(request.node.name[:40])
+    folder = exchange_dir(env)
+    yield env, folder
+    for child in folder.glob("*") if folder.is_dir() and not folder.is_symlink() else ():
+        child.unlink()
+    if folder.is_symlink():
+        folder.unlink()
+    elif folder.exists():
+        folder.rmdir()
+
+
+def test_18_a_folder_open_to_others_is_refused(exchange: tuple[dict[str, str], Path]) -> None:
+    env, folder = exchange
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)  # as another user would leave it, writable by all
+    (folder / "rank-1.json").write_text(json.dumps(PLANTED))
+    result = gather([], RankInfo(0, 2), timeout=0.2, environ=env)
+    assert result is not None and result.records == []
+    assert result.missing == [1] and "open to other users (mode 777, expected 700)" in result.refused[1]
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to create files as another user")
+def test_18_a_folder_or_file_of_another_user_is_refused(exchange: tuple[dict[str, str], Path]) -> None:
+    env, folder = exchange
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 54321, 54321)
+    (folder / "rank-1.json").write_text(json.dumps(PLANTED))
+    result = gather([], RankInfo(0, 2), timeout=0.2, environ=env)
+    assert result is not None and result.records == [] and "belongs to uid 54321" in result.refused[1]
+    os.chown(folder, os.getuid(), os.getgid())
+    os.chown(folder / "rank-1.json", 54321, 54321)
+    result = gather([], RankInfo(0, 2), timeout=0.2, environ=env)
+    assert result is not None and result.records == [] and "rank-1.json belongs to uid 54321" in result.refused[1]
+
+
+def test_18_a_symlinked_folder_is_refused(exchange: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+    env, folder = exchange
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "elsewhere" / "rank-1.json").write_text(json.dumps(PLANTED))
+    folder.symlink_to(tmp_path / "elsewhere")
+    result = gather([], RankInfo(0, 2), timeout=0.2, environ=env)
+    assert result is not None and result.records == [] and "is not a directory" in result.refused[1]
+
+
+@pytest.mark.parametrize("message, reason", [
+    ({"rank": 1, "records": [{"nodeid": "t", "measurements": [{"flops": "1T", "macs": 0, "params": 0}]}]},
+     "record 't' measurement 0 field 'flops' is \"1T\""),
+    ({"rank": 1, "records": [{"nodeid": "t", "measurements": [1, 2]}]}, "measurement 0 is 1, not an object"),
+    ({"rank": 1, "records": "x"}, "not a pytest-flops message from rank 1"),
+    ({"rank": 0, "records": []}, "not a pytest-flops message from rank 1"),
+])
+def test_18_every_record_is_validated(exchange: tuple[dict[str, str], Path], message: dict, reason: str) -> None:
+    env, folder = exchange
+    folder.mkdir(mode=0o700)
+    (folder / "rank-1.json").write_text(json.dumps(message))
+    result = gather([record("t0")], RankInfo(0, 2), timeout=5, environ=env)
+    assert result is not None and [r["nodeid"] for r in result.records] == ["t0"]
+    assert result.missing == [1] and reason in result.refused[1]
+
+
+def test_18_planted_records_do_not_reach_the_report(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                   exchange: tuple[dict[str, str], Path]) -> None:
+    env, folder = exchange
+    pytester.makepyfile(test_suite=MODEL)
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    (folder / "rank-1.json").write_text(json.dumps(PLANTED))
+    for key in ("LOCAL_RANK", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "-o", "flops_gather_timeout=0.5")
+    result.assert_outcomes(passed=1)
+    assert "1.00T" not in result.stdout.str() and "test_planted" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["rank 1's measurements were refused (the exchange directory * is open to other "
+                                 "users (mode 777, expected 700)): its rows are missing"])

@@ -34,6 +34,7 @@ __all__ = [
     "Baseline",
     "load_baseline",
     "measurement_problem",
+    "record_problem",
     "document_problem",
     "MAX_COUNT",
     "entry_from_record",
@@ -162,6 +163,26 @@ def measurement_problem(m: Any, optional: Sequence[str] = _OPTIONAL_COUNTS) -> s
             return f"field 'by_module'[{name!r}] is {_show(value)}: {expected}"
     bad = bad_number_path(m)
     return f"field {bad}: not a number pytest-flops writes" if bad else None
+
+
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` (one test's record, as a torchrun rank sends it) is not valid, or None."""
+    if not isinstance(record, dict):
+        return f"a record is {_show(record)}, not an object"
+    nodeid = record.get("nodeid")
+    if not isinstance(nodeid, str) or not nodeid:
+        return f"a record has no nodeid (got {_show(nodeid)})"
+    measurements = record.get("measurements")
+    if not isinstance(measurements, list):
+        return f"record {nodeid!r} field 'measurements' is {_show(measurements)}: expected a list"
+    for i, m in enumerate(measurements):
+        problem = measurement_problem(m)
+        if problem:
+            return f"record {nodeid!r} measurement {i} {problem}"
+    if record.get("outcome") is not None and not isinstance(record["outcome"], str):
+        return f"record {nodeid!r} field 'outcome' is {_show(record['outcome'])}: expected a string"
+    bad = bad_number_path(record)
+    return f"record {nodeid!r} field {bad}: not a number pytest-flops writes" if bad else None
 
 
 def document_problem(data: Mapping[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_text_atomic", "read_json_document", "DocumentError", "BadNumber", "bad_number_path",
+__all__ = ["write_text_atomic", "read_json_document", "parse_json_document", "DocumentError", "BadNumber", "bad_number_path",
            "MAX_DOCUMENT_BYTES", "MAX_INT_DIGITS", "MAX_DEPTH"]
 
 #: The largest JSON document (baseline, results, gathered records) read, in bytes.
@@ -128,8 +128,13 @@ def read_json_document(path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES) ->
         raise DocumentError(f"cannot be read: {exc.strerror or exc}") from None
     if len(raw) > max_bytes:
         raise DocumentError(f"is larger than {max_bytes // 2**20} MiB, the most read")
+    return parse_json_document(raw)
+
+
+def parse_json_document(raw: bytes | str) -> Any:
+    """:func:`read_json_document` for text already read (a message from another process)."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         raise DocumentError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:

@@ -20,7 +20,12 @@ so it cannot disturb (or hang on) the tests' own process groups:
 3. else files: each rank writes ``rank-N.json`` atomically into a directory
    named after the job (:func:`exchange_dir`) under ``tempfile.gettempdir()``
    (one host only). A rank whose store fails also falls back to its file;
-   rank 0 looks in both.
+   rank 0 looks in both. The directory is private (mode 0700, owned by this
+   user; :func:`private_dir_problem`): one that another user created, or a
+   file another user owns, is refused, never read.
+
+Every message is validated like a baseline (``record_problem``): a rank whose
+message is malformed is reported as missing, with the reason.
 
 Rank 0 waits at most ``timeout`` seconds (``flops_gather_timeout``) for the
 others and reports the ranks that did not arrive. Through a store, the other
@@ -35,6 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,12 +49,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = ["RankInfo", "GatherResult", "rank_info", "gather", "release", "wait_released", "exchange_dir",
-           "DEFAULT_TIMEOUT"]
+           "private_dir_problem", "DEFAULT_TIMEOUT"]
 
 #: Seconds rank 0 waits for the other ranks' records (they may still be running tests).
 DEFAULT_TIMEOUT = 300.0
 _CONNECT_TIMEOUT = 10.0
 _KEY = "pytest_flops/records/"
+_MAX_MESSAGE = 64 * 2**20  # bytes read of one rank's message
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,11 @@ class GatherResult:
     """What rank 0 gathered: every rank's records (rank order), the ranks missing, and how each arrived."""
 
     records: list[dict[str, Any]]
-    missing: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # ranks whose records are not in ``records``
     via: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)  # rank -> why its message was not believed
+    timed_out: bool = False  # some rank sent nothing within the timeout
+    interrupted: str | None = None  # "SIGTERM" when the wait was cut short
 
 
 def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo | None:
@@ -130,10 +141,97 @@ def _open_store(env: Mapping[str, str]) -> tuple[Any, str] | tuple[None, None]:
     return None, None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from ..outputs.io import write_text_atomic  # only on ranks > 0 without a store: keeps start-up light
+def private_dir_problem(folder: Path, create: bool = True) -> str | None:
+    """Make sure ``folder`` is this user's own exchange directory; say why not, else None.
 
-    write_text_atomic(path, text)
+    Created with mode 0700 when missing (with ``create``). An existing one must be a real
+    directory (not a link) owned by this user and closed to others: another
+    local user could otherwise pre-create it and plant records. (On Windows,
+    without ``os.getuid``, only the link and the type are checked: the temp
+    directory there is per-user.)
+    """
+    try:
+        if create:
+            os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot create {folder}: {exc.strerror or exc}"
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot read {folder}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{folder} is not a directory (a link or a file is in its place)"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"{folder} belongs to uid {st.st_uid}, not to this user ({os.getuid()})"
+    if hasattr(os, "getuid") and st.st_mode & 0o077:
+        return f"{folder} is open to other users (mode {stat.S_IMODE(st.st_mode):o}, expected 700)"
+    return None
+
+
+def _write_file(folder: Path, rank: int, text: str) -> None:
+    """A rank > 0 without a store: its message, atomically, into the private exchange directory."""
+    problem = private_dir_problem(folder)
+    if problem:
+        sys.stderr.write(f"pytest-flops: rank {rank} cannot send its measurements: {problem}\n")
+        return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".rank-{rank}.", suffix=".tmp")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, folder / f"rank-{rank}.json")
+
+
+def _read_file(path: Path, since: float | None) -> str | None:
+    """The message in ``path``; None when absent, stale or not yet complete. Raises ``_Refused`` for a file
+    this user did not write (another owner, a link, not a regular file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _Refused(f"{path} cannot be opened safely: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"{path} is not a regular file")
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise _Refused(f"{path} belongs to uid {st.st_uid}, not to this user")
+        if since is not None and st.st_mtime < since:
+            path.unlink()  # left by an earlier job with the same id
+            return None
+        return f.read(_MAX_MESSAGE + 1).decode("utf-8", "replace")
+
+
+class _Refused(Exception):
+    """A record that rank 0 will not believe (the message says why)."""
+
+
+def _records_of(payload: str, rank: int) -> list[dict[str, Any]]:
+    """The records in one rank's message, validated like a baseline; raises ``_Refused``."""
+    from ..outputs.baseline import record_problem
+    from ..outputs.io import DocumentError, parse_json_document
+
+    if len(payload) > _MAX_MESSAGE:
+        raise _Refused(f"its message is larger than {_MAX_MESSAGE // 2**20} MiB")
+    try:
+        data = parse_json_document(payload)
+    except DocumentError as exc:
+        raise _Refused(f"its message {exc}") from None
+    if not isinstance(data, dict) or data.get("rank") != rank or not isinstance(data.get("records"), list):
+        raise _Refused(f"its message is not a pytest-flops message from rank {rank}")
+    for record in data["records"]:
+        problem = record_problem(record)
+        if problem:
+            raise _Refused(problem)
+    return [{**r, "rank": rank} for r in data["records"]]
+
+
+_terminated: list[int] = []  # signal numbers received while rank 0 waits (see gather)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _terminated.append(signum)
 
 
 def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float = DEFAULT_TIMEOUT,
@@ -142,14 +240,17 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     """Send this rank's ``records`` to rank 0; on rank 0, return every rank's (None on the others).
 
     Each record gets ``"rank"``. Rank 0 waits up to ``timeout`` seconds; ranks
-    that sent nothing by then are listed in ``missing``. Files older than
-    ``since`` (a ``time.time()``; the plugin passes its start less a minute)
-    are left from an earlier job and ignored.
+    that sent nothing by then are listed in ``missing`` (``timed_out`` is set).
+    A SIGTERM while rank 0 waits (torchrun stops the job when a rank died)
+    ends the wait: what arrived is returned, ``interrupted`` names the signal.
+    A rank whose message is not valid (or whose file another user wrote) is
+    listed in ``missing`` and ``refused``. Files older than ``since`` (a
+    ``time.time()``; the plugin passes its start less a minute) are left from
+    an earlier job and ignored.
     """
     env = os.environ if environ is None else environ
     own = [{**r, "rank": info.rank} for r in records]
     store, store_name = _open_store(env)
-    how = "local"
     folder = exchange_dir(env)
     if info.rank != 0:
         message = json.dumps({"rank": info.rank, "world_size": info.world_size, "records": own})
@@ -159,51 +260,86 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
                 return None
             except Exception:
                 pass
-        _write_atomic(folder / f"rank-{info.rank}.json", message)
+        _write_file(folder, info.rank, message)
         return None
-
-    by_rank: dict[int, list[dict[str, Any]]] = {0: own}
-    via: dict[int, str] = {0: "local"}
-    pending = set(range(1, info.world_size))
-    deadline = time.monotonic() + max(0.0, timeout)
-    while pending:
-        for rank in sorted(pending):
-            payload: str | None = None
-            if store is not None:
-                try:
-                    if store.check([_key(env, rank)]):
-                        payload, how = store.get(_key(env, rank)).decode("utf-8"), store_name or "store"
-                except Exception:
-                    store = None  # gone (e.g. the tests destroyed their group): files only from now on
-            path = folder / f"rank-{rank}.json"
-            if payload is None and path.exists():
-                try:
-                    if since is not None and path.stat().st_mtime < since:
-                        path.unlink()  # left by an earlier job with the same id
-                        continue
-                    payload, how = path.read_text(encoding="utf-8"), "file"
-                except OSError:
-                    payload = None
-            if payload is None:
-                continue
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                continue  # not written by our atomic writer: try again
-            if how == "file":
-                path.unlink(missing_ok=True)
-            by_rank[rank] = [{**r, "rank": rank} for r in data.get("records", [])]
-            via[rank] = how
-            pending.discard(rank)
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(poll)
+    result = GatherResult(own, via={0: "local"})
+    previous = _install_sigterm()
+    try:
+        _wait_for_ranks(result, info, store, store_name, env, folder, timeout, poll, since)
+    finally:
+        _restore_sigterm(previous)
     try:
         folder.rmdir()
     except OSError:
         pass
-    gathered = [r for rank in sorted(by_rank) for r in by_rank[rank]]
-    return GatherResult(gathered, sorted(pending), via)
+    return result
+
+
+def _install_sigterm() -> Any:
+    import signal
+    import threading
+
+    _terminated.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - no SIGTERM on this platform
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _poll_rank(rank: int, store: Any, store_name: str | None, env: Mapping[str, str], folder: Path,
+               since: float | None, file_ok: bool) -> tuple[str | None, str, Any]:
+    """(message or None, how it came, the store: None once it failed) for one rank."""
+    if store is not None:
+        try:
+            if store.check([_key(env, rank)]):
+                return store.get(_key(env, rank)).decode("utf-8", "replace"), store_name or "store", store
+        except Exception:
+            store = None  # gone (e.g. the tests destroyed their group): files only from now on
+    if not file_ok:
+        return None, "file", store
+    return _read_file(folder / f"rank-{rank}.json", since), "file", store
+
+
+def _wait_for_ranks(result: GatherResult, info: RankInfo, store: Any, store_name: str | None,
+                    env: Mapping[str, str], folder: Path, timeout: float, poll: float,
+                    since: float | None) -> None:
+    by_rank: dict[int, list[dict[str, Any]]] = {0: result.records}
+    pending = set(range(1, info.world_size))
+    deadline = time.monotonic() + max(0.0, timeout)
+    file_problem: str | None = None
+    while pending and not _terminated:
+        file_problem = private_dir_problem(folder, create=False) if os.path.lexists(folder) else None
+        file_ok = os.path.lexists(folder) and file_problem is None
+        for rank in sorted(pending):
+            try:
+                payload, how, store = _poll_rank(rank, store, store_name, env, folder, since, file_ok)
+                if payload is None:
+                    continue
+                if how == "file":
+                    (folder / f"rank-{rank}.json").unlink(missing_ok=True)
+                by_rank[rank] = _records_of(payload, rank)
+                result.via[rank] = how
+            except _Refused as exc:
+                result.refused[rank] = str(exc)
+            pending.discard(rank)
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    if file_problem:
+        result.refused.update({rank: f"the exchange directory {file_problem}" for rank in pending})
+    result.records = [r for rank in sorted(by_rank) for r in by_rank[rank]]
+    result.missing = sorted(pending | set(result.refused))
+    result.timed_out = bool(pending) and not _terminated
+    result.interrupted = "SIGTERM" if _terminated else None
 
 
 def release(info: RankInfo, environ: Mapping[str, str] | None = None) -> None:

@@ -212,7 +212,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         extra.append(("vs baseline", gate.delta_cell))
     for line in render_table(session.records, width=width, full=report == "full", extra_columns=extra):
         terminalreporter.write_line(line)
-    if session.missing_ranks and session.rank is not None:
+    silent = [r for r in session.missing_ranks if r not in session.refused_ranks]
+    if silent and session.rank is not None:
         terminalreporter.write_line(
-            f"ranks {', '.join(map(str, session.missing_ranks))} of {session.rank.world_size} sent no measurements "
+            f"ranks {', '.join(map(str, silent))} of {session.rank.world_size} sent no measurements "
             f"within flops_gather_timeout ({session.settings.gather_timeout:g} s): their rows are missing", yellow=True)
+    for rank, reason in sorted(session.refused_ranks.items()):
+        terminalreporter.write_line(f"rank {rank}'s measurements were refused ({reason}): its rows are missing",
+                                    yellow=True)

@@ -30,6 +30,7 @@ class FlopsSession:
         # torchrun: this process's rank (None when it runs alone); rank 0 gathers the others' records.
         self.rank = rank_info()
         self.missing_ranks: list[int] = []
+        self.refused_ranks: dict[int, str] = {}  # rank -> why its records were not believed (gather.py)
         self.started = time.time()
 
     @property
@@ -51,6 +52,7 @@ class FlopsSession:
         if result is not None:
             self.records = result.records
             self.missing_ranks = result.missing
+            self.refused_ranks = result.refused
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """torchrun: rank 0 releases the other ranks once its report and files are out; they wait for it,
