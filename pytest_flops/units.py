@@ -11,8 +11,8 @@ import math
 import re
 from typing import Collection, Sequence
 
-__all__ = ["parse_quantity", "format_quantity", "compact_quantity", "align_columns", "ACCEPTED_FORMS", "OPS_CHOICES",
-           "METRIC_UNITS"]
+__all__ = ["parse_quantity", "format_quantity", "compact_quantity", "format_bytes", "align_columns", "ACCEPTED_FORMS",
+           "OPS_CHOICES", "METRIC_UNITS"]
 
 #: What a count covers (``ops=``): the one list the counter, the marker, the plugin options and the CLI accept.
 OPS_CHOICES = ("matmul", "all")
@@ -102,6 +102,22 @@ def compact_quantity(n: float) -> str:
         number, suffix = (text[:-1], text[-1]) if not text[-1].isdigit() else (text, "")
         text = number.rstrip("0").rstrip(".") + suffix
     return text
+
+
+def format_bytes(n: float, precision: int = 2) -> str:
+    """Format a byte count with binary units (KiB, MiB, GiB, TiB).
+
+    >>> format_bytes(3 * 2**30)
+    '3.00 GiB'
+    >>> format_bytes(512)
+    '512 B'
+    """
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{sign}{n / scale:.{precision}f} {suffix}"
+    return f"{sign}{int(n)} B"
 
 
 def align_columns(rows: Sequence[Sequence[str]], right: Collection[int] = (), indent: str = "") -> list[str]:

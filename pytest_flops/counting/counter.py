@@ -16,6 +16,7 @@ go through the dispatch mode.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import sys
 import threading
@@ -161,6 +162,9 @@ class FlopCounter:
     ``ops="all"`` also norms, softmax, pointwise ops, reductions, pooling and
     upsampling. ``strict=True`` raises :class:`UncountedOpsError` at exit when
     an op without a formula ran. ``registry`` defaults to the global one.
+    ``memory=True`` also measures peak memory, activations, saved tensors and
+    memory traffic (``counting/memory.py``; every op then goes through a
+    dispatch mode, so it costs more).
     After the block, ``.measurement`` holds the result.
     """
 
@@ -172,6 +176,7 @@ class FlopCounter:
         registry: Registry | None = None,
         model: torch.nn.Module | None = None,
         fast_path: bool = True,
+        memory: bool = False,
         _computed: bool = True,
     ) -> None:
         if ops not in OPS_CHOICES:
@@ -183,6 +188,8 @@ class FlopCounter:
         self.measurement: Measurement | None = None
         self._fast_path = fast_path and ops == "matmul" and not self.registry.user_op_formulas
         self._computed = _computed
+        self.memory = bool(memory)
+        self._memory: Any = None  # the memory tracker (counting/memory.py), from __enter__ on with memory=True
         self._active = False
         self._reset()
 
@@ -218,9 +225,14 @@ class FlopCounter:
         self._mode = self._tracker.mode = self._new_mode(self._tracker)
         self._tracker.install()
         try:
+            if self.memory:  # entered below our mode, so the fast paths that step our mode aside keep it
+                self._memory = self._new_memory_tracker(self._tracker)
+                self._memory.__enter__()
             self._mode.__enter__()
         except BaseException:
             self._tracker.remove()
+            if self._memory is not None:
+                self._memory.__exit__(None, None, None)
             raise
         self._active = True
         return self
@@ -230,14 +242,30 @@ class FlopCounter:
             self._tracker.remove()  # also restores our mode if a fast-path module raised
         finally:
             self._active = False
-            self._mode.__exit__(exc_type, exc, tb)
+            try:
+                self._mode.__exit__(exc_type, exc, tb)
+            finally:
+                if self._memory is not None:
+                    self._memory.__exit__(exc_type, exc, tb)
         self.measurement = self._measure()
+        if self._memory is not None:
+            self.measurement = dataclasses.replace(self.measurement, **self._memory.figures())
+            self._memory = None
         if self.strict and exc_type is None and self.measurement.uncounted:
             calls = ", ".join(f"{op} x{n}" for op, n in sorted(self.measurement.uncounted.items()))
             raise UncountedOpsError(
                 f"ops without a FLOP formula ran: {calls}; register one with "
                 "pytest_flops.register_op_formula(op, fn) or use strict=False"
             )
+
+    def _new_memory_tracker(self, tracker: Any) -> Any:
+        from .memory import MemoryTracker
+
+        def where(node: Any) -> str:
+            return tracker.path if node is None else tracker.backward_path(node)
+
+        model = self.model
+        return MemoryTracker(where, (lambda: (model,)) if model is not None else (lambda: tracker.roots.values()))
 
     def _new_mode(self, tracker: Any) -> _Mode:
         """A dispatch mode for one thread's tracker (the main thread's, or a worker's: see tracker.py)."""

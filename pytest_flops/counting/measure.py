@@ -18,7 +18,8 @@ __all__ = ["count"]
 
 
 def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", strict: bool = False,
-          registry: Registry | None = None, timed: bool = False, **model_kwargs: Any) -> Measurement:
+          registry: Registry | None = None, timed: bool = False, memory: bool = False,
+          **model_kwargs: Any) -> Measurement:
     """Run ``model(*inputs, **model_kwargs)`` under a :class:`FlopCounter` and return its Measurement.
 
     With ``compute=False`` the model runs on fake tensors: no arithmetic runs
@@ -27,12 +28,14 @@ def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", s
     :class:`ComputeFreeError` naming the op; use ``compute=True`` for it.
     With ``timed=True`` the model then runs once more, uncounted and timed
     (CUDA events on CUDA): ``extra["time_s"]`` and ``extra["flops_per_s"]``.
+    With ``memory=True`` the Measurement also carries peak memory, activations,
+    saved-for-backward and traffic figures (see docs/memory.md).
     """
     module = model if isinstance(model, torch.nn.Module) else None
     if timed and not compute:
         raise ValueError("count(timed=True) needs compute=True: a run on fake tensors takes no real time")
     if compute:
-        with FlopCounter(ops, strict, registry=registry, model=module) as counter:
+        with FlopCounter(ops, strict, registry=registry, model=module, memory=memory) as counter:
             model(*inputs, **model_kwargs)
         assert counter.measurement is not None
         if timed:
@@ -41,24 +44,24 @@ def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", s
             seconds, timer = time_call(lambda: model(*inputs, **model_kwargs), counter.measurement.devices)
             return with_timing(counter.measurement, seconds, timer)
         return counter.measurement
-    return _count_fake(model, module, inputs, model_kwargs, ops, strict, registry)
+    return _count_fake(model, module, inputs, model_kwargs, ops, strict, registry, memory)
 
 
 def _count_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
-                registry: Registry | None) -> Measurement:
+                registry: Registry | None, memory: bool = False) -> Measurement:
     """Count without arithmetic: on ``meta`` copies when the model allows it (fastest), else on fake tensors."""
     if module is not None:
         try:
-            return _count_on_meta(module, inputs, kwargs, ops, strict, registry)
+            return _count_on_meta(module, inputs, kwargs, ops, strict, registry, memory)
         except UncountedOpsError:
             raise
         except Exception:  # value-dependent code, or tensors made on a fixed device: fake tensors handle those
             pass
-    return _count_on_fake(model, module, inputs, kwargs, ops, strict, registry)
+    return _count_on_fake(model, module, inputs, kwargs, ops, strict, registry, memory)
 
 
 def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: str, strict: bool,
-                   registry: Registry | None) -> Measurement:
+                   registry: Registry | None, memory: bool = False) -> Measurement:
     """Run ``module`` through ``torch.func.functional_call`` with ``meta`` copies of its parameters, buffers
     and inputs, and with ``meta`` as the default device; the module itself is not touched."""
     import dataclasses
@@ -80,7 +83,7 @@ def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: st
     state = {name: to_meta(t) for name, t in module.named_parameters(remove_duplicate=False)}
     state.update({name: to_meta(t) for name, t in module.named_buffers(remove_duplicate=False)})
     meta_inputs, meta_kwargs = tree_map(to_meta, (inputs, kwargs))
-    counter = FlopCounter(ops, strict, registry=registry, model=module, _computed=False)
+    counter = FlopCounter(ops, strict, registry=registry, model=module, memory=memory, _computed=False)
     with torch.device("meta"), counter:
         torch.func.functional_call(module, state, meta_inputs, meta_kwargs, tie_weights=True, strict=False)
     assert counter.measurement is not None
@@ -88,7 +91,7 @@ def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: st
 
 
 def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
-                   registry: Registry | None) -> Measurement:
+                   registry: Registry | None, memory: bool = False) -> Measurement:
     from torch._subclasses import fake_tensor as ft
     from torch.utils._pytree import tree_map
 
@@ -100,7 +103,7 @@ def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kw
     inputs, kwargs = tree_map(to_fake, (inputs, kwargs))
     errors = (ft.DataDependentOutputException, ft.DynamicOutputShapeException, ft.UnsupportedOperatorException)
     with fake_mode:
-        counter = FlopCounter(ops, strict, registry=registry, model=module, _computed=False)
+        counter = FlopCounter(ops, strict, registry=registry, model=module, memory=memory, _computed=False)
         try:
             with counter:
                 model(*inputs, **kwargs)

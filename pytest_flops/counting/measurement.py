@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..units import align_columns, format_quantity
+from ..units import align_columns, format_bytes, format_quantity
 
 __all__ = ["Measurement", "SCHEMA_VERSION"]
 
@@ -42,6 +42,15 @@ class Measurement:
     ops: str = "matmul"
     computed: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Memory figures (``memory=True``; None when not measured): see counting/memory.py and docs/memory.md
+    peak_memory: int | None = None
+    input_memory: int | None = None
+    activations: int | None = None
+    saved_memory: int | None = None
+    memory_traffic: int | None = None
+    #: per module: ``peak_forward``/``peak_backward`` (bytes alive at the peak while it ran),
+    #: ``activations`` (elements), ``saved`` and ``traffic`` (bytes); keys absent where nothing was seen
+    memory_by_module: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     # -- views -----------------------------------------------------------
     def self_flops(self) -> dict[str, int]:
@@ -71,6 +80,48 @@ class Measurement:
             kind = self.module_types.get(name, name)
             totals[kind] = totals.get(kind, 0) + value
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    # -- memory views ------------------------------------------------------
+    def peak_by_module(self, phase: str = "any") -> dict[str, int]:
+        """Bytes alive at the peak reached while each module ran: ``phase`` "forward", "backward" or "any"."""
+        if phase not in ("any", "forward", "backward"):
+            raise ValueError(f"invalid phase={phase!r}: expected 'any', 'forward' or 'backward'")
+        keys = ("peak_forward", "peak_backward") if phase == "any" else (f"peak_{phase}",)
+        out: dict[str, int] = {}
+        for name, row in self.memory_by_module.items():
+            values = [row[k] for k in keys if k in row]
+            if values:
+                out[name] = max(values)
+        return out
+
+    def peak_modules(self, n: int = 5) -> list[tuple[str, int]]:
+        """The innermost modules that were running when the peak was reached (deepest first)."""
+        if not self.peak_memory:
+            return []
+        at_peak = [name for name, value in self.peak_by_module().items() if value == self.peak_memory]
+        levels = self._levels()
+        at_peak.sort(key=lambda name: -levels.get(name, 0))
+        return [(name, self.peak_memory) for name in at_peak[:n]]
+
+    def _memory_column(self, key: str) -> dict[str, int]:
+        return {name: row[key] for name, row in self.memory_by_module.items() if key in row}
+
+    def activations_by_module(self) -> dict[str, int]:
+        """Elements output by each module's matmul-class ops (children included)."""
+        return self._memory_column("activations")
+
+    def saved_by_module(self) -> dict[str, int]:
+        """Bytes each module saved for backward (children included; a storage counts once)."""
+        return self._memory_column("saved")
+
+    def traffic_by_module(self) -> dict[str, int]:
+        """Bytes read and written by each module's ops, forward and backward (children included)."""
+        return self._memory_column("traffic")
+
+    def arithmetic_intensity(self) -> dict[str, float]:
+        """FLOPs per byte of traffic, per module (the root's is the whole run's)."""
+        return {name: self.by_module.get(name, 0) / traffic
+                for name, traffic in self.traffic_by_module().items() if traffic}
 
     def _levels(self) -> dict[str, int]:
         """Depth of each module in the tree of modules that ran (the root is 0)."""
@@ -109,6 +160,19 @@ class Measurement:
             "ops": self.ops,
             "computed": self.computed,
             "extra": dict(self.extra),
+            **self._memory_dict(),
+        }
+
+    def _memory_dict(self) -> dict[str, Any]:
+        if self.peak_memory is None:
+            return {}
+        return {
+            "peak_memory": self.peak_memory,
+            "input_memory": self.input_memory,
+            "activations": self.activations,
+            "saved_memory": self.saved_memory,
+            "memory_traffic": self.memory_traffic,
+            "memory_by_module": {name: dict(row) for name, row in self.memory_by_module.items()},
         }
 
     @classmethod
@@ -152,6 +216,9 @@ class Measurement:
             parts.append(
                 f"forward {format_quantity(self.forward_flops, 'FLOPs')}, backward {format_quantity(self.backward_flops, 'FLOPs')}"
             )
+        if self.peak_memory is not None:
+            parts.append(f"peak memory {format_bytes(self.peak_memory)}, "
+                         f"activations {format_quantity(self.activations or 0)}")
         if self.devices:
             parts.append("on " + ", ".join(self.devices))
         return ", ".join(parts)
