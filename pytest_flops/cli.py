@@ -74,7 +74,14 @@ def parse_input(text: str) -> InputSpec:
         raise UsageError(
             f"invalid --input {text!r}: expected sizes like 1x3x224x224, optionally dtype: long:1x128"
         )
-    return InputSpec(tuple(int(s) for s in sizes.split("x")), dtype)
+    shape = tuple(int(s) for s in sizes.split("x"))
+    elements = 1
+    for size in shape:
+        elements *= size
+    if elements >= 2**63:
+        raise UsageError(f"invalid --input {text!r}: {elements:.3g} elements, more than a tensor can hold "
+                         "(2**63 - 1); expected sizes like 1x3x224x224")
+    return InputSpec(shape, dtype)
 
 
 def _dtype_arg(text: str) -> str:
@@ -210,6 +217,8 @@ def _count(args: argparse.Namespace) -> int:
         raise CountError(f"{exc} (on the command line: --compute)") from None
     except UncountedOpsError as exc:
         raise CountError(str(exc)) from None
+    except SystemExit as exc:
+        raise CountError(f"running {args.target!r} on {shapes} failed: it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise CountError(f"running {args.target!r} on {shapes} failed: {_one_line(exc)}") from None
     if args.json:
@@ -235,6 +244,8 @@ def _import(target: str) -> Any:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules of the current directory
     try:
         obj: Any = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise UsageError(f"cannot import {target!r}: importing {module_name!r} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         reason = str(exc).strip().split("\n")[0] if isinstance(exc, ImportError) else _one_line(exc)
         raise UsageError(f"cannot import {target!r}: {reason}") from None
@@ -273,6 +284,8 @@ def _build(obj: Any, target: str, meta: bool) -> Any:
                 model = obj()
         else:
             model = obj()
+    except SystemExit as exc:
+        raise CountError(f"calling {target!r} failed: it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise CountError(f"calling {target!r} failed: {_one_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):
@@ -308,28 +321,36 @@ def _make_input(spec: InputSpec, device: Any, float_dtype: Any, compute: bool) -
     import torch
 
     dtype = getattr(torch, spec.dtype) if spec.dtype else float_dtype
-    if not dtype.is_floating_point:
-        return torch.zeros(spec.shape, dtype=dtype, device=device)  # valid indices for any embedding
-    if compute:
-        return torch.randn(spec.shape, dtype=dtype, device=device)
-    return torch.empty(spec.shape, dtype=dtype, device=device)  # never read: the run does no arithmetic
+    try:
+        if not dtype.is_floating_point:
+            return torch.zeros(spec.shape, dtype=dtype, device=device)  # valid indices for any embedding
+        if compute:
+            return torch.randn(spec.shape, dtype=dtype, device=device)
+        return torch.empty(spec.shape, dtype=dtype, device=device)  # never read: the run does no arithmetic
+    except (RuntimeError, MemoryError) as exc:  # the allocation failed: too large for this machine
+        raise CountError(f"cannot allocate --input {spec} on {device}: {_one_line(exc)[:200]}; --meta counts "
+                         "without allocating") from None
 
 
 # -- compare ------------------------------------------------------------------
 def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
-    """``({nodeid: [measurement dicts]}, torch version)`` of a ``--flops-json`` results file or a baseline file."""
+    """``({nodeid: [measurement dicts]}, torch version)`` of a ``--flops-json`` results file or a baseline file.
+
+    Read with the baseline's bounds (size, nesting) and every measurement validated like a baseline's:
+    a malformed file is a :class:`UsageError` naming the test and the field.
+    """
     from .outputs.baseline import BASELINE_FORMAT, BaselineError, load_baseline
+    from .outputs.io import DocumentError, read_json_document
     from .outputs.json_results import RESULTS_FORMAT
 
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json_document(path)
     except FileNotFoundError:
         raise UsageError(f"cannot read {path!r}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path!r}: {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"cannot read {path!r}: not valid JSON ({exc})") from None
+    except IsADirectoryError:
+        raise UsageError(f"cannot read {path!r}: a directory, not a --flops-json file") from None
+    except DocumentError as exc:
+        raise UsageError(f"cannot read {path!r}: the file {exc}") from None
     kind = data.get("format") if isinstance(data, dict) else None
     if kind == BASELINE_FORMAT:
         try:
@@ -339,13 +360,34 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]
         assert baseline is not None
         return {k: list(v["measurements"]) for k, v in baseline.tests.items()}, baseline.torch
     if kind == RESULTS_FORMAT:
-        try:
-            tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
-        except (KeyError, TypeError):
-            raise UsageError(f"cannot read {path!r}: corrupt --flops-json file (a test without nodeid or "
-                             "measurements)") from None
+        problem = _results_problem(data)
+        if problem:
+            raise UsageError(f"cannot read {path!r}: corrupt --flops-json file: {problem}")
+        tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
         return tests, (data.get("environment") or {}).get("torch")
     raise UsageError(f"cannot read {path!r}: not a --flops-json results file nor a --flops-save-baseline file")
+
+
+def _results_problem(data: dict[str, Any]) -> str | None:
+    from .outputs.baseline import measurement_problem
+    from .outputs.io import bad_number_path
+
+    env = data.get("environment")
+    if env is not None and not (isinstance(env, dict) and isinstance(env.get("torch"), (str, type(None)))):
+        return "\"environment\" is not an object with a \"torch\" version"
+    if not isinstance(data.get("tests"), list):
+        return "\"tests\" is not a list"
+    for i, test in enumerate(data["tests"]):
+        if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
+            return f"test {i} has no nodeid"
+        if not isinstance(test.get("measurements"), list):
+            return f"test {test['nodeid']!r} has no \"measurements\" list"
+        for j, m in enumerate(test["measurements"]):
+            problem = measurement_problem(m)
+            if problem:
+                return f"test {test['nodeid']!r} measurement {j} {problem}"
+    bad = bad_number_path(data)
+    return f"field {bad}: not a number pytest-flops writes" if bad else None
 
 
 def _compare(args: argparse.Namespace) -> int:

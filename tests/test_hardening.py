@@ -275,3 +275,65 @@ def test_18_planted_records_do_not_reach_the_report(pytester: pytest.Pytester, m
     assert "1.00T" not in result.stdout.str() and "test_planted" not in result.stdout.str()
     result.stdout.fnmatch_lines(["rank 1's measurements were refused (the exchange directory * is open to other "
                                  "users (mode 777, expected 700)): its rows are missing"])
+
+
+# -- 8: pytest-flops compare / count: one line, exit 2 (or 1), never a traceback ---------------------
+from pytest_flops.cli import main  # noqa: E402
+
+
+def _results(**test: object) -> dict:
+    t = {"nodeid": "t.py::test_a", "measurements": [{"name": "M", "flops": 10, "macs": 5, "params": 1}]}
+    t.update(test)
+    return {"format": "pytest-flops-results", "schema_version": 1, "environment": {"torch": "2"}, "tests": [t]}
+
+
+@pytest.mark.parametrize("document, message", [
+    (_results(measurements=[{"name": "M", "macs": 5, "params": 1}]), "measurement 0 has no valid 'flops' count"),
+    (_results(measurements=[{"name": "M", "flops": "10", "macs": 5, "params": 1}]),
+     "measurement 0 field 'flops' is \"10\""),
+    (json.dumps(_results()).replace('"flops": 10', '"flops": NaN'), "measurement 0 field 'flops' is NaN"),
+    (_results(measurements=[1, 2]), "measurement 0 is 1, not an object"),
+    ({**_results(), "environment": [1]}, "\"environment\" is not an object"),
+    ({**_results(), "tests": {"a": 1}}, "\"tests\" is not a list"),
+    ('{"format": "pytest-flops-results", "tests": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested deeper than 32"),
+])
+def test_8_compare_malformed_results_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                         document: object, message: str) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_results()))
+    bad = tmp_path / "bad.json"
+    bad.write_text(document if isinstance(document, str) else json.dumps(document))
+    for args in ([str(good), str(bad)], [str(bad), str(good)]):
+        assert main(["compare", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("pytest-flops: cannot read ") and message in err, err
+
+
+def test_8_compare_does_not_read_without_bound(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_results()))
+    assert main(["compare", str(good), "/dev/zero"]) == 2
+    assert capsys.readouterr().err == "pytest-flops: cannot read '/dev/zero': the file is larger than 64 MiB, the most read\n"
+
+
+@pytest.mark.parametrize("spec, code, message", [
+    ("99999999999999999999999x8", 2, "invalid --input '99999999999999999999999x8': 8e+23 elements, more than a "
+                                     "tensor can hold"),
+    ("100000x100000x100000", 1, "cannot allocate --input 100000x100000x100000 on cpu: RuntimeError: "),
+])
+def test_8_count_huge_inputs(capsys: pytest.CaptureFixture[str], spec: str, code: int, message: str) -> None:
+    assert main(["count", "torch.nn:Identity", "--input", spec, "--compute"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pytest-flops: " + message), err
+
+
+def test_8_count_reports_system_exit(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "exits_in_factory.py").write_text("import sys\n\ndef make():\n    sys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["count", "exits_on_import:x", "--input", "1x4"]) == 2
+    assert capsys.readouterr().err == ("pytest-flops: cannot import 'exits_on_import:x': importing "
+                                       "'exits_on_import' called sys.exit(0)\n")
+    assert main(["count", "exits_in_factory:make", "--input", "1x4"]) == 1
+    assert capsys.readouterr().err == "pytest-flops: calling 'exits_in_factory:make' failed: it called sys.exit(3)\n"
