@@ -45,7 +45,9 @@ class CharLSTM(nn.Module):
 # A fused attention kernel that the counter cannot see into, standing in for a
 # Triton or CUDA extension: a custom op, with a "fake" implementation so that it
 # also runs on meta tensors and with compute=False.
-@torch.library.custom_op("examples::fused_causal_attention", mutates_args=())
+# An explicit schema: torch 2.4 cannot infer one from string annotations (``from __future__ import annotations``).
+@torch.library.custom_op("examples::fused_causal_attention", mutates_args=(),
+                         schema="(Tensor q, Tensor k, Tensor v) -> Tensor")
 def fused_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 

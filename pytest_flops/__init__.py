@@ -53,7 +53,14 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'pytest_flops' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    try:
+        imported = importlib.import_module(f".{module}", __name__)
+    except AttributeError as exc:
+        # ``from pytest_flops import count`` would turn an AttributeError raised here into
+        # "ImportError: cannot import name 'count'", hiding the cause: name it instead.
+        raise ImportError(f"importing pytest_flops.{name} failed: pytest_flops.{module} raised "
+                          f"AttributeError: {exc}") from exc
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

@@ -840,7 +840,8 @@ def test_module_params_are_each_modules_parameters_children_included():
 # ---------------------------------------------------------------------------
 
 
-@torch.library.custom_op("pftest_counter::scale", mutates_args=())
+# An explicit schema: torch 2.4 cannot infer one from string annotations (``from __future__ import annotations``).
+@torch.library.custom_op("pftest_counter::scale", mutates_args=(), schema="(Tensor x, Tensor w) -> Tensor")
 def _scale(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x * w
 
@@ -850,7 +851,7 @@ def _(x, w):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("pftest_counter::fastrelu", mutates_args=())
+@torch.library.custom_op("pftest_counter::fastrelu", mutates_args=(), schema="(Tensor x) -> Tensor")
 def _fastrelu(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_min(0)
 

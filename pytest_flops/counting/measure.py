@@ -1,36 +1,57 @@
 """``count()``: one call under a :class:`FlopCounter`, on real tensors or compute-free.
 
-With ``compute=False`` the model runs on ``meta`` copies of its parameters,
-buffers and inputs (fastest), or on fake tensors where meta cannot express it.
+With ``compute=False`` the model runs as a *copy*: every module of the tree is
+copied (``copy.copy``, its own ``__dict__``), with ``meta`` copies of its
+parameters, buffers and tensor attributes and of the inputs. One copy is made
+per tensor, so parameters tied in the model (a GPT-2 or T5 LM head) stay tied,
+and the model itself is never touched: its buffers (BatchNorm running stats,
+``num_batches_tracked``), attributes and hooks stay as they were, and its
+``forward`` never runs on real data. Where ``meta`` cannot express the
+forward (it makes a tensor on a fixed device, or uses a tensor subclass), the
+same copy runs on fake tensors (``FakeTensorMode``) instead. An ordinary
+exception in the model (a shape bug) raises as itself; no other path is tried.
+``Measurement.extra["compute_path"]`` says which path counted: ``"meta"`` or
+``"fake"``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import dataclasses
+import re
+from typing import Any, Callable, Mapping
 
 import torch
 
-from .counter import ComputeFreeError, FlopCounter, UncountedOpsError, device_name
+from .counter import ComputeFreeError, FlopCounter, FormulaError, UncountedOpsError, device_name
 from .measurement import Measurement
 from .registry import Registry
 
-__all__ = ["count"]
+__all__ = ["count", "COMPUTE_PATHS"]
+
+#: The values of ``Measurement.extra["compute_path"]`` for ``compute=False``.
+COMPUTE_PATHS = ("meta", "fake")
+
+_NO_KWARGS: Mapping[str, Any] = {}
 
 
 def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", strict: bool = False,
           registry: Registry | None = None, timed: bool = False, memory: bool = False,
-          **model_kwargs: Any) -> Measurement:
-    """Run ``model(*inputs, **model_kwargs)`` under a :class:`FlopCounter` and return its Measurement.
+          kwargs: Mapping[str, Any] | None = None, **model_kwargs: Any) -> Measurement:
+    """Run ``model(*inputs, **kwargs, **model_kwargs)`` under a :class:`FlopCounter` and return its Measurement.
 
-    With ``compute=False`` the model runs on fake tensors: no arithmetic runs
-    and no activations are allocated, and the counts equal a real run's.
-    A model whose control flow needs tensor values raises
+    ``kwargs`` passes keyword arguments to the model whatever their names, also
+    those that ``count()`` itself takes (``ops``, ``strict``, ``compute``, ...).
+    With ``compute=False`` the model runs on ``meta`` copies (or fake tensors):
+    no arithmetic runs and no activations are allocated, and the counts equal
+    a real run's. A model whose control flow needs tensor values raises
     :class:`ComputeFreeError` naming the op; use ``compute=True`` for it.
     With ``timed=True`` the model then runs once more, uncounted and timed
     (CUDA events on CUDA): ``extra["time_s"]`` and ``extra["flops_per_s"]``.
     With ``memory=True`` the Measurement also carries peak memory, activations,
     saved-for-backward and traffic figures (see docs/memory.md).
     """
+    model_kwargs = _merge_kwargs(kwargs, model_kwargs)
     module = model if isinstance(model, torch.nn.Module) else None
     if timed and not compute:
         raise ValueError("count(timed=True) needs compute=True: a run on fake tensors takes no real time")
@@ -47,66 +68,153 @@ def count(model: Any, *inputs: Any, compute: bool = True, ops: str = "matmul", s
     return _count_fake(model, module, inputs, model_kwargs, ops, strict, registry, memory)
 
 
+def _merge_kwargs(kwargs: Mapping[str, Any] | None, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    if kwargs is None:
+        return model_kwargs
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(f"count(kwargs={kwargs!r}): expected a dict of the model's keyword arguments by name")
+    both = sorted(set(kwargs) & set(model_kwargs))
+    if both:
+        raise TypeError(f"count(): model keyword argument {both[0]!r} given both in kwargs= and directly; "
+                        "pass it once")
+    return {**model_kwargs, **kwargs}
+
+
+# -- compute=False ---------------------------------------------------------------------
+#: Messages of errors that only a run on ``meta`` tensors raises (the forward makes a tensor on a fixed
+#: device, reads a value, or runs an op without a meta kernel): fake tensors can run such a forward.
+_META_ONLY = re.compile(r"\bmeta\b|same device|two devices|expected device", re.IGNORECASE)
+
+
+def _meta_cannot_express(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a run on meta copies, is a limit of ``meta`` rather than a bug of the model."""
+    if isinstance(exc, (UncountedOpsError, FormulaError, ComputeFreeError)):
+        return False
+    if isinstance(exc, NotImplementedError):  # an op without a meta kernel: fake tensors may run it
+        return True
+    if not isinstance(exc, (RuntimeError, TypeError, ValueError)):
+        return False
+    return bool(_META_ONLY.search(str(exc)))
+
+
 def _count_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
                 registry: Registry | None, memory: bool = False) -> Measurement:
     """Count without arithmetic: on ``meta`` copies when the model allows it (fastest), else on fake tensors."""
-    if module is not None:
+    if module is not None and not _needs_fake(inputs, kwargs):
         try:
             return _count_on_meta(module, inputs, kwargs, ops, strict, registry, memory)
-        except UncountedOpsError:
-            raise
-        except Exception:  # value-dependent code, or tensors made on a fixed device: fake tensors handle those
-            pass
+        except Exception as exc:
+            if not _meta_cannot_express(exc):
+                raise
     return _count_on_fake(model, module, inputs, kwargs, ops, strict, registry, memory)
+
+
+def _needs_fake(inputs: tuple, kwargs: dict) -> bool:
+    """Nested tensors and tensor subclasses among the inputs cannot be copied to ``meta``."""
+    from torch.utils._pytree import tree_leaves
+
+    return any(getattr(t, "is_nested", False) or type(t) not in (torch.Tensor, torch.nn.Parameter)
+               for t in tree_leaves((inputs, kwargs)) if isinstance(t, torch.Tensor))
+
+
+class _Copier:
+    """Copies of a module tree and its tensors, one per original object (so ties stay tied).
+
+    The memo holds each original beside its copy, so no key is the ``id()`` of an object it does not keep
+    alive.
+    """
+
+    def __init__(self, convert: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.convert = convert
+        self._tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._modules: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
+        self.devices: set[str] = set()
+
+    def tensor(self, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        entry = self._tensors.get(id(value))
+        if entry is None:
+            self.devices.add(device_name(value.device))
+            copied = self.convert(value)
+            if isinstance(value, torch.nn.Parameter) and not isinstance(copied, torch.nn.Parameter):
+                copied = torch.nn.Parameter(copied, requires_grad=value.requires_grad)
+            entry = self._tensors[id(value)] = (value, copied)
+        return entry[1]
+
+    def module(self, original: torch.nn.Module) -> torch.nn.Module:
+        entry = self._modules.get(id(original))
+        if entry is not None:
+            return entry[1]
+        new = copy.copy(original)  # a new object with its own __dict__; nothing below writes to the original
+        self._modules[id(original)] = (original, new)
+        state = new.__dict__
+        for key, value in list(state.items()):
+            if key == "_parameters" or key == "_buffers":
+                state[key] = type(value)((k, self.tensor(v)) for k, v in value.items())
+            elif key == "_modules":
+                state[key] = type(value)((k, None if c is None else self.module(c)) for k, c in value.items())
+            elif isinstance(value, torch.Tensor):
+                state[key] = self.tensor(value)
+            elif isinstance(value, (dict, list, set)):  # hooks, caches: the copy's own containers
+                state[key] = copy.copy(value)
+        return new
+
+
+def _to_meta(value: torch.Tensor) -> torch.Tensor:
+    copied = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+    return copied.requires_grad_(value.requires_grad) if value.is_leaf else copied
+
+
+def _copy_module(module: torch.nn.Module, copier: _Copier) -> torch.nn.Module:
+    try:
+        return copier.module(module)
+    except Exception as exc:
+        raise ComputeFreeError(
+            f"count(compute=False) cannot copy {type(module).__name__} ({type(exc).__name__}: {exc}); "
+            "use compute=True for this model"
+        ) from exc
 
 
 def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: str, strict: bool,
                    registry: Registry | None, memory: bool = False) -> Measurement:
-    """Run ``module`` through ``torch.func.functional_call`` with ``meta`` copies of its parameters, buffers
-    and inputs, and with ``meta`` as the default device; the module itself is not touched."""
-    import dataclasses
+    """Run a copy of ``module`` on ``meta`` copies of its tensors and of the inputs, with ``meta`` as the
+    default device."""
+    from torch.utils._pytree import tree_map
 
-    from torch.utils._pytree import tree_flatten, tree_map
-
-    devices: set[str] = set()
-
-    def to_meta(value: Any) -> Any:
-        if not isinstance(value, torch.Tensor):
-            return value
-        devices.add(device_name(value.device))
-        copy = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
-        return copy.requires_grad_(value.requires_grad) if value.is_leaf else copy
-
-    if any(getattr(t, "is_nested", False) or type(t) not in (torch.Tensor, torch.nn.Parameter)
-           for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)):
-        raise TypeError("tensor subclasses run on fake tensors")
-    state = {name: to_meta(t) for name, t in module.named_parameters(remove_duplicate=False)}
-    state.update({name: to_meta(t) for name, t in module.named_buffers(remove_duplicate=False)})
-    meta_inputs, meta_kwargs = tree_map(to_meta, (inputs, kwargs))
-    counter = FlopCounter(ops, strict, registry=registry, model=module, memory=memory, _computed=False)
+    copier = _Copier(_to_meta)
+    meta_inputs, meta_kwargs = tree_map(copier.tensor, (inputs, kwargs))
+    twin = _copy_module(module, copier)
+    counter = FlopCounter(ops, strict, registry=registry, model=twin, memory=memory, _computed=False)
     with torch.device("meta"), counter:
-        torch.func.functional_call(module, state, meta_inputs, meta_kwargs, tie_weights=True, strict=False)
+        twin(*meta_inputs, **meta_kwargs)
     assert counter.measurement is not None
-    return dataclasses.replace(counter.measurement, devices=tuple(sorted(devices)) or counter.measurement.devices)
+    return _with_path(counter.measurement, "meta", copier.devices)
+
+
+def _with_path(measurement: Measurement, path: str, devices: set[str]) -> Measurement:
+    return dataclasses.replace(measurement, devices=tuple(sorted(devices)) or measurement.devices,
+                              extra={**measurement.extra, "compute_path": path})
 
 
 def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
                    registry: Registry | None, memory: bool = False) -> Measurement:
+    """Run on fake tensors: a copy of ``module`` with fake copies of its tensors, or, for a callable that
+    is not a module, the callable itself on fake inputs."""
     from torch._subclasses import fake_tensor as ft
     from torch.utils._pytree import tree_map
 
     fake_mode = ft.FakeTensorMode(allow_non_fake_inputs=True)
-
-    def to_fake(value: Any) -> Any:
-        return fake_mode.from_tensor(value) if isinstance(value, torch.Tensor) else value
-
-    inputs, kwargs = tree_map(to_fake, (inputs, kwargs))
+    copier = _Copier(fake_mode.from_tensor)
+    inputs, kwargs = tree_map(copier.tensor, (inputs, kwargs))
+    target = model if module is None else _copy_module(module, copier)
     errors = (ft.DataDependentOutputException, ft.DynamicOutputShapeException, ft.UnsupportedOperatorException)
     with fake_mode:
-        counter = FlopCounter(ops, strict, registry=registry, model=module, memory=memory, _computed=False)
+        counter = FlopCounter(ops, strict, registry=registry, model=None if module is None else target,
+                              memory=memory, _computed=False)
         try:
             with counter:
-                model(*inputs, **kwargs)
+                target(*inputs, **kwargs)
         except errors as exc:
             op = getattr(exc, "func", None)
             raise ComputeFreeError(
@@ -121,4 +229,4 @@ def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kw
                 ) from exc
             raise
     assert counter.measurement is not None
-    return counter.measurement
+    return _with_path(counter.measurement, "fake", copier.devices)

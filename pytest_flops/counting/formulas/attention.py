@@ -16,10 +16,11 @@ from typing import Any, Mapping
 import torch
 
 from ..registry import DEFAULT_REGISTRY
+from . import names
 from .norm import LAYER_NORM_FLOPS_PER_ELEMENT
 from .pointwise import GELU_FLOPS_PER_ELEMENT, RELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
 
-aten = torch.ops.aten
+aten = names.aten  # ops by name: absent ones (newer torch) are skipped
 op = DEFAULT_REGISTRY.op
 
 

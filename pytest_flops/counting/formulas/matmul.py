@@ -15,8 +15,9 @@ import torch
 from torch.utils import flop_counter as _fc
 
 from ..registry import DEFAULT_REGISTRY
+from . import names
 
-aten = torch.ops.aten
+aten = names.aten  # ops by name: absent ones (newer torch) are skipped
 op = DEFAULT_REGISTRY.op
 
 

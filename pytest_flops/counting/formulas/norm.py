@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from ..registry import DEFAULT_REGISTRY
+from . import names
 
-aten = torch.ops.aten
+aten = names.aten  # ops by name: absent ones (newer torch) are skipped
 op = DEFAULT_REGISTRY.op
 
 #: FLOPs per element to normalise with computed statistics (mean, variance, normalise).

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..registry import DEFAULT_REGISTRY
+from . import names
 
-aten = torch.ops.aten
+aten = names.aten  # ops by name: absent ones (newer torch) are skipped
 op = DEFAULT_REGISTRY.op
 
 #: FLOPs per element of GELU (tanh form: x³, ×0.044715, +x, ×√(2/π), tanh, +1, ×0.5x); also used for the
@@ -85,7 +86,7 @@ def _alpha_extra(args: tuple, kwargs: dict) -> int:
 
 def _register_names(names: Iterable[str], category: str, fn: Callable) -> None:
     """Register ``fn`` for every named aten op this torch build has (in-place ``_`` variants listed explicitly)."""
-    packets = [getattr(aten, n) for n in names if hasattr(aten, n)]
+    packets = [getattr(aten, n) for n in names if aten.has(n)]
     op(*packets, category=category)(fn)
 
 
@@ -102,7 +103,7 @@ def _per_element(cost: int, doc: str, name: str) -> Callable:
 
 def _inplace(*names: str) -> list[str]:
     """The names and, where this torch build has one, their in-place ``name_`` variants."""
-    return [v for n in names for v in (n, n + "_") if v == n or hasattr(aten, v)]
+    return [v for n in names for v in (n, n + "_") if v == n or aten.has(v)]
 
 
 # -- arithmetic ---------------------------------------------------------------
@@ -253,7 +254,8 @@ def prelu_backward_flop(grad_output: Any, x: Any, *args: Any, out: Any = None, *
 
 
 # -- softmax ------------------------------------------------------------------
-@op(aten._softmax, aten._log_softmax, aten._safe_softmax, aten.softmax, aten.log_softmax, category="softmax")
+@op(aten._softmax, aten._log_softmax, aten._safe_softmax, aten.softmax, aten.log_softmax,
+    category="softmax")
 def softmax_flop(x: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
     """numel(x) × 5: max, subtract, exp, sum, divide (log-softmax: log and subtract instead of divide)."""
     return SOFTMAX_FLOPS_PER_ELEMENT * x.numel()

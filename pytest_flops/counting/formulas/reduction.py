@@ -26,14 +26,15 @@ from typing import Any, Sequence
 import torch
 
 from ..registry import DEFAULT_REGISTRY
+from . import names
 from .pointwise import first_tensor, out_numel
 
-aten = torch.ops.aten
+aten = names.aten  # ops by name: absent ones (newer torch) are skipped
 op = DEFAULT_REGISTRY.op
 
 
 def _ops(*names: str) -> list:
-    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+    return [getattr(aten, n) for n in names if aten.has(n)]
 
 
 def _is_reduce(reduction: Any) -> bool:
