@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
@@ -19,11 +20,9 @@ def make_model():
 """
 
 
-def run(pytester: pytest.Pytester, body: str, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    """Run ``body`` as a test file; in a subprocess when it registers process-global torch state (custom ops)."""
+def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
+    """Run ``body`` as a test file, in this process."""
     pytester.makepyfile(test_models=MODEL + textwrap.dedent(body))
-    if subprocess:
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
     return pytester.runpytest("-p", "no:cacheprovider", *args)
 
 
@@ -249,10 +248,12 @@ def test_marker_ops_all(pytester: pytest.Pytester) -> None:
 
 
 def test_strict_setting_fails_on_uncounted_ops(pytester: pytest.Pytester) -> None:
+    # The op is registered in this process for good: a name of its own per run, so a rerun cannot clash.
+    op = f"mystery_{uuid.uuid4().hex[:8]}"
     result = run(pytester, """
         import torch.library
 
-        @torch.library.custom_op("flopstest_plugin::mystery", mutates_args=())
+        @torch.library.custom_op("flopstest_plugin::{op}", mutates_args=())
         def mystery(x: torch.Tensor) -> torch.Tensor:
             return x.clone()
 
@@ -262,9 +263,9 @@ def test_strict_setting_fails_on_uncounted_ops(pytester: pytest.Pytester) -> Non
 
         def test_mystery(flops):
             flops(lambda x: mystery(x), torch.randn(3))
-    """, "--flops-strict", subprocess=True)
+    """.replace("{op}", op), "--flops-strict")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*UncountedOpsError: ops without a FLOP formula ran: flopstest_plugin.mystery x1*"])
+    result.stdout.fnmatch_lines([f"*UncountedOpsError: ops without a FLOP formula ran: flopstest_plugin.{op} x1*"])
 
 
 CUSTOM_LAYER = """
