@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .units import ACCEPTED_FORMS, METRIC_UNITS, OPS_CHOICES, compact_quantity, format_quantity, parse_quantity
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .outputs.records import BudgetData, VerdictData
+
 __all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS", "Tolerance",
-           "parse_tolerance", "TOLERANCE_FORMS"]
+           "parse_tolerance", "TOLERANCE_FORMS", "budget_text"]
 
 #: The metrics a budget can limit, with the unit shown in messages.
 METRICS = METRIC_UNITS
@@ -38,11 +41,20 @@ class Budget:
         return {k: v for k, v in (("flops", self.flops), ("macs", self.macs), ("params", self.params)) if v is not None}
 
     def describe(self) -> str:
-        parts = [f"{format_quantity(v)} {METRICS[k]}" for k, v in self.limits().items()]
-        return ", ".join(parts) if parts else "-"
+        """``8.3G, 4G MACs, 25M params`` (as the report's budget column)."""
+        return budget_text(self.to_dict())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> BudgetData:
         return {"flops": self.flops, "macs": self.macs, "params": self.params, "ops": self.ops}
+
+
+def budget_text(budget: Mapping[str, Any] | None) -> str:
+    """A budget (``Budget.to_dict()`` data) as the reports show it: ``8.3G, 4G MACs``; ``-`` for none."""
+    if not budget:
+        return "-"
+    parts = [compact_quantity(budget[key]) + ("" if key == "flops" else f" {unit}")
+             for key, unit in METRICS.items() if budget.get(key) is not None]
+    return ", ".join(parts) if parts else "-"
 
 
 def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Budget:
@@ -112,7 +124,7 @@ class Verdict:
     def ok(self) -> bool:
         return not self.excesses
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> VerdictData:
         return {
             "ok": self.ok,
             "usage": dict(self.usage),
@@ -149,8 +161,9 @@ def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
         shares = ", ".join(f"{kind} {100 * value / total:.1f}%" for kind, value in list(kinds.items())[:4])
         lines.append(f"by module type: {shares}")
     if measurement.uncounted:
-        calls = ", ".join(f"{op} x{n}" for op, n in sorted(measurement.uncounted.items()))
-        lines.append(f"uncounted ops (no formula, counted as 0): {calls}")
+        from .counting.measurement import uncounted_line
+
+        lines.append(uncounted_line(measurement.uncounted))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from . import __version__
-from .units import align_columns, format_quantity
+from .units import OPS_CHOICES, align_columns, format_quantity
 
 __all__ = ["main", "build_parser", "InputSpec", "parse_input", "UsageError"]
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run real arithmetic (default: --no-compute; on meta nothing computes)")
     count.add_argument("--dtype", type=_dtype_arg, default=None, metavar="DTYPE",
                        help=f"dtype of the model and its floating-point inputs ({', '.join(FLOAT_DTYPES)})")
-    count.add_argument("--ops", choices=("matmul", "all"), default="matmul",
+    count.add_argument("--ops", choices=OPS_CHOICES, default="matmul",
                        help="matmul: matmul, conv and attention (default); all: also norms, pointwise ops, "
                             "reductions, pooling")
     count.add_argument("--depth", type=_depth_arg, default=2, metavar="N",
@@ -231,8 +231,9 @@ def _count(args: argparse.Namespace) -> int:
     print()
     print(measurement.summary())
     if measurement.uncounted:
-        calls = ", ".join(f"{op} x{n}" for op, n in sorted(measurement.uncounted.items()))
-        print(f"uncounted ops (no formula, counted as 0): {calls}")
+        from .counting.measurement import uncounted_line
+
+        print(uncounted_line(measurement.uncounted))
     return 0
 
 
@@ -390,9 +391,20 @@ def _results_problem(data: dict[str, Any]) -> str | None:
     return f"field {bad}: not a number pytest-flops writes" if bad else None
 
 
+@dataclass
+class _Comparison:
+    """Two files compared test by test: the table rows, the details of what changed, the statuses, the failures."""
+
+    rows: list[tuple[str, ...]]
+    details: list[str]
+    statuses: dict[str, int]
+    failed: list[str]
+    tests: int
+
+
 def _compare(args: argparse.Namespace) -> int:
     """The gate's comparison (:func:`pytest_flops.outputs.baseline.compare`), over two files."""
-    from .outputs.baseline import compare, parse_tolerance
+    from .outputs.baseline import parse_tolerance, torch_note
 
     try:
         tolerance = parse_tolerance(args.tolerance)
@@ -400,64 +412,65 @@ def _compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--tolerance: {exc}") from None
     old, old_torch = _load_tests(args.old)
     new, new_torch = _load_tests(args.new)
-    rows: list[tuple[str, ...]] = []
-    details: list[str] = []
-    statuses: dict[str, int] = {}
-    failed: list[str] = []
-    for nodeid, measurements in new.items():
-        entry = {"torch": old_torch, "measurements": old[nodeid]} if nodeid in old else None
-        result = compare(nodeid, measurements, entry, tolerance, args.strict)
-        statuses[result.status] = statuses.get(result.status, 0) + 1
-        if result.failed:
-            failed.append(nodeid)
-        for m in result.measurements:
-            label = nodeid + (f" [{m.index + 1}]" if len(result.measurements) > 1 else "")
-            before = old[nodeid][m.index] if nodeid in old and m.index < len(old[nodeid]) else None
-            after = measurements[m.index] if m.index < len(measurements) else None
-            rows.append((
-                label,
-                format_quantity(before["flops"]) if before else "-",
-                format_quantity(after["flops"]) if after else "-",
-                m.delta_text(),
-                m.status + (" (fails)" if m.failed else ""),
-            ))
-            if m.changes:
-                details.append(f"{label}: {m.name}")
-                details += align_columns([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
-                shown = m.modules[:args.top]
-                if shown:
-                    details.append("  modules whose FLOPs changed most (old -> new):")
-                    details += align_columns([c.cells() for c in shown], right={2, 4, 5, 6}, indent="    ")
-    removed = [nodeid for nodeid in old if nodeid not in new]
-    for nodeid in removed:
-        rows.append((nodeid, format_quantity(old[nodeid][0]["flops"]) if old[nodeid] else "-", "-", "removed",
-                     "removed" + (" (fails)" if args.strict else "")))
-        if args.strict:
-            failed.append(nodeid)
-    if removed:
-        statuses["removed"] = len(removed)
-
-    header, *lines = align_columns([("test", "old FLOPs", "new FLOPs", "change", "status"), *rows], right={1, 2, 3})
+    result = _compare_tests(old, new, old_torch, tolerance, args.strict, args.top)
+    header, *lines = align_columns([("test", "old FLOPs", "new FLOPs", "change", "status"), *result.rows],
+                                   right={1, 2, 3})
     print(header)
     print("-" * len(header))
     for text in lines:
         print(text)
-    if details:
+    if result.details:
         print()
-        print("\n".join(details))
+        print("\n".join(result.details))
     if old_torch and new_torch and old_torch != new_torch:
-        print(f"note: {args.old} was recorded with torch {old_torch}, {args.new} with torch {new_torch}; "
-              "op decompositions can change counts between torch releases")
+        print("note: " + torch_note(old_torch, new_torch, args.old, f"{args.new} with"))
     print()
     order = ("regressed", "improved", "within", "changed", "equal", "new", "removed")
     names = {"within": "within tolerance", "equal": "unchanged"}
-    counts = ", ".join(f"{statuses[s]} {names.get(s, s)}" for s in order if statuses.get(s))
+    counts = ", ".join(f"{result.statuses[s]} {names.get(s, s)}" for s in order if result.statuses.get(s))
     mode = ", strict" if args.strict else ""
-    print(f"{len(new) + len(removed)} tests: {counts or 'none'} (tolerance {tolerance}{mode})")
-    if failed:
+    print(f"{result.tests} tests: {counts or 'none'} (tolerance {tolerance}{mode})")
+    if result.failed:
+        failed = result.failed
         print(f"FAILED: {len(failed)} {'test' if len(failed) == 1 else 'tests'}: " + ", ".join(failed))
         return 1
     return 0
+
+
+def _compare_tests(old: dict[str, list[dict[str, Any]]], new: dict[str, list[dict[str, Any]]],
+                   old_torch: str | None, tolerance: Any, strict: bool, top: int) -> _Comparison:
+    """Each test of ``new`` against its entry in ``old``, then the tests only ``old`` has (removed)."""
+    from .outputs.baseline import compare
+    from .outputs.records import measurement_label
+
+    out = _Comparison([], [], {}, [], len(new))
+    for nodeid, measurements in new.items():
+        entry = {"torch": old_torch, "measurements": old[nodeid]} if nodeid in old else None
+        result = compare(nodeid, measurements, entry, tolerance, strict)
+        out.statuses[result.status] = out.statuses.get(result.status, 0) + 1
+        if result.failed:
+            out.failed.append(nodeid)
+        before = old.get(nodeid, [])
+        for m in result.measurements:
+            label = measurement_label(nodeid, m.index, len(result.measurements))
+            old_m = before[m.index] if m.index < len(before) else None
+            new_m = measurements[m.index] if m.index < len(measurements) else None
+            out.rows.append((label, format_quantity(old_m["flops"]) if old_m else "-",
+                             format_quantity(new_m["flops"]) if new_m else "-", m.delta_text(),
+                             m.status + (" (fails)" if m.failed else "")))
+            if m.changes:
+                out.details.append(f"{label}: {m.name}")
+                out.details += m.change_lines(top, modules_indent="  ", before_after="old -> new")
+    removed = [nodeid for nodeid in old if nodeid not in new]
+    for nodeid in removed:
+        out.rows.append((nodeid, format_quantity(old[nodeid][0]["flops"]) if old[nodeid] else "-", "-", "removed",
+                         "removed" + (" (fails)" if strict else "")))
+        if strict:
+            out.failed.append(nodeid)
+    if removed:
+        out.statuses["removed"] = len(removed)
+    out.tests += len(removed)
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -294,7 +294,7 @@ def test_other_torch_version_is_reported(pytester: pytest.Pytester, baseline: Pa
     result = pytester.runpytest("--flops-baseline=baseline.json")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "note: the baseline was recorded with torch 1.13.0, this run uses torch *; op decompositions can change "
+        "note: the baseline was recorded with torch 1.13.0, this run uses torch *: op decompositions can change "
         "counts between torch releases",
         "the baseline was recorded with torch 1.13.0, this run uses torch *: op decompositions can change counts*",
     ])

@@ -46,7 +46,6 @@ def test_ini_and_command_line_give_the_same_settings(pytester: pytest.Pytester) 
     assert from_cli.report == "full" and from_cli.ops == "all" and from_cli.strict and from_cli.baseline_strict
     assert from_cli.tolerance == Tolerance(percent=2.0)
     assert from_cli.json == PathSetting(pytester.path / "out/r.json", "out/r.json")
-    assert from_cli.wants_gate
 
 
 def test_defaults_and_command_line_wins(pytester: pytest.Pytester) -> None:
@@ -55,7 +54,6 @@ def test_defaults_and_command_line_wins(pytester: pytest.Pytester) -> None:
     assert settings.ops == "matmul" and settings.gather_timeout == 2.5
     assert (settings.report, settings.strict, settings.tolerance, settings.baseline) == ("off", False, Tolerance(),
                                                                                           None)
-    assert not settings.wants_gate
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.ops = "all"  # type: ignore[misc]
 

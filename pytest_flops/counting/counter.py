@@ -28,12 +28,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import flop_counter as _fc
 
 from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
-from .measurement import Measurement
+from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry
+from ..units import OPS_CHOICES
 
 __all__ = ["FlopCounter", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES", "device_name"]
 
-OPS_CHOICES = ("matmul", "all")
 _NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
 _current_node = torch._C._current_autograd_node
 _grad_enabled = torch.is_grad_enabled
@@ -252,7 +252,7 @@ class FlopCounter:
             self.measurement = dataclasses.replace(self.measurement, **self._memory.figures())
             self._memory = None
         if self.strict and exc_type is None and self.measurement.uncounted:
-            calls = ", ".join(f"{op} x{n}" for op, n in sorted(self.measurement.uncounted.items()))
+            calls = uncounted_calls(self.measurement.uncounted)
             raise UncountedOpsError(
                 f"ops without a FLOP formula ran: {calls}; register one with "
                 "pytest_flops.register_op_formula(op, fn) or use strict=False"

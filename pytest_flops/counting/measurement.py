@@ -226,6 +226,15 @@ class Measurement:
     def __str__(self) -> str:
         text = self.summary() + "\n" + self.table()
         if self.uncounted:
-            calls = ", ".join(f"{op} x{n}" for op, n in sorted(self.uncounted.items()))
-            text += f"\nuncounted ops (no formula): {calls}"
+            text += "\n" + uncounted_line(self.uncounted)
         return text
+
+
+def uncounted_calls(uncounted: Mapping[str, int]) -> str:
+    """``aten._fft_r2c x1, aten.foo x3``: the ops that ran without a FLOP formula, sorted, with their calls."""
+    return ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
+
+
+def uncounted_line(uncounted: Mapping[str, int]) -> str:
+    """The one sentence every output uses for ops without a formula."""
+    return f"uncounted ops (no formula, counted as 0): {uncounted_calls(uncounted)}"

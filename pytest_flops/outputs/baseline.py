@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..budgets import TOLERANCE_FORMS, Tolerance, parse_tolerance
 from ..units import METRIC_UNITS, align_columns, format_quantity
+from .records import TestRecord
 from .io import DocumentError, bad_number_path, read_json_document, write_text_atomic
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "MeasurementComparison",
     "TestComparison",
     "compare",
+    "torch_note",
     "RunSummary",
     "missing_entries",
     "summarize",
@@ -205,7 +207,7 @@ def document_problem(data: Mapping[str, Any]) -> str | None:
     return f"field {bad}: not a number pytest-flops writes" if bad else None
 
 
-def entry_from_record(record: Mapping[str, Any], torch: str | None) -> dict[str, Any]:
+def entry_from_record(record: TestRecord, torch: str | None) -> dict[str, Any]:
     """The baseline entry of one test record: its counts and the modules above :data:`MODULE_MIN_SHARE`."""
     measurements = []
     for m in record.get("measurements", []):
@@ -217,7 +219,7 @@ def entry_from_record(record: Mapping[str, Any], torch: str | None) -> dict[str,
     return {"torch": torch, "measurements": measurements}
 
 
-def merge(existing: Mapping[str, Mapping[str, Any]] | None, records: Iterable[Mapping[str, Any]],
+def merge(existing: Mapping[str, Mapping[str, Any]] | None, records: Iterable[TestRecord],
           removed: Iterable[str] = (), torch: str | None = None) -> dict[str, Any]:
     """The baseline document after a run: tests that ran replace their entries, ``removed`` ones go, the rest stay."""
     tests: dict[str, Any] = dict(existing or {})
@@ -271,7 +273,7 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def save(path: str | Path, records: Sequence[Mapping[str, Any]], collected: Mapping[str, Iterable[str]] | None,
+def save(path: str | Path, records: Sequence[TestRecord], collected: Mapping[str, Iterable[str]] | None,
          torch: str | None, overwrite: bool = False) -> SaveResult:
     """Merge this run's ``records`` into the baseline at ``path`` without losing another writer's entries.
 
@@ -297,6 +299,12 @@ def save(path: str | Path, records: Sequence[Mapping[str, Any]], collected: Mapp
 
 
 # -- comparison -----------------------------------------------------------------
+def torch_note(old: str, new: str, recorded: str = "the baseline", current: str = "this run uses") -> str:
+    """Why counts recorded under another torch release may differ (the one wording of that note)."""
+    return (f"{recorded} was recorded with torch {old}, {current} torch {new}: "
+            "op decompositions can change counts between torch releases")
+
+
 def _signed(n: float, unit: str = "") -> str:
     text = format_quantity(n, unit)
     return text if text.startswith("-") else "+" + text
@@ -314,12 +322,14 @@ class MetricChange:
     old: int
     new: int
 
+    RIGHT = frozenset({1, 3, 4, 5})  # the columns of cells() aligned right: the numbers
+
     @property
     def delta(self) -> int:
         return self.new - self.old
 
     def cells(self) -> list[str]:
-        unit = "FLOPs" if "flops" in self.metric else ("MACs" if self.metric == "macs" else "")
+        unit = "" if self.metric == "params" else METRIC_UNITS.get(self.metric, "FLOPs")  # params: the label says it
         return [_METRIC_LABELS[self.metric], format_quantity(self.old, unit), "->", format_quantity(self.new, unit),
                 _signed(self.delta, unit), _percent(self.old, self.new)]
 
@@ -337,6 +347,7 @@ class ModuleChange:
     old: int | None  # None: not in the baseline (absent, or below MODULE_MIN_SHARE there)
     new: int | None  # None: not in this run
     kind: str = ""  # the module's type, when this run knows it
+    RIGHT = frozenset({2, 4, 5, 6})  # the columns of cells() aligned right: the numbers
 
     @property
     def delta(self) -> int:
@@ -377,6 +388,16 @@ class MeasurementComparison:
     def change(self, metric: str) -> MetricChange | None:
         return next((c for c in self.changes if c.metric == metric), None)
 
+    def change_lines(self, top: int = 5, indent: str = "  ", modules_indent: str = "",
+                     before_after: str = "baseline -> now") -> list[str]:
+        """The counts that changed (old -> new), then the ``top`` modules whose FLOPs changed most: aligned lines."""
+        lines = align_columns([c.cells() for c in self.changes], right=MetricChange.RIGHT, indent=indent)
+        if self.modules[:top]:
+            lines.append(f"{modules_indent}modules whose FLOPs changed most ({before_after}):")
+            lines += align_columns([c.cells() for c in self.modules[:top]], right=ModuleChange.RIGHT,
+                                   indent=modules_indent + indent)
+        return lines
+
     def delta_text(self) -> str:
         """The report cell: ``new``, ``=``, ``+12.5%`` (FLOPs), or the first other count that changed."""
         if self.status in ("new", "removed"):
@@ -414,6 +435,15 @@ class TestComparison:
     strict: bool
     baseline_torch: str | None = None
 
+    def measurement(self, index: int) -> MeasurementComparison | None:
+        """The comparison of measurement ``index`` (None: the test has no such measurement now or before)."""
+        return next((m for m in self.measurements if m.index == index), None)
+
+    def delta_text(self, index: int) -> str:
+        """The report's "vs baseline" cell for measurement ``index``."""
+        m = self.measurement(index)
+        return m.delta_text() if m is not None else self.status
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -442,19 +472,15 @@ class TestComparison:
             if len(self.measurements) > 1:
                 label = f"[{m.index + 1}] {label}"
             lines.append(f"{prefix}: {label} {what} against {baseline} (tolerance {self.tolerance}):")
-            lines += align_columns([c.cells() for c in m.changes], right={1, 3, 4, 5}, indent="  ")
-            if m.modules:
-                lines.append("modules whose FLOPs changed most (baseline -> now):")
-                lines += align_columns([c.cells() for c in m.modules[:top]], right={2, 4, 5, 6}, indent="  ")
+            lines += m.change_lines(top)
         if self.baseline_torch and torch and self.baseline_torch != torch:
-            lines.append(f"note: the baseline was recorded with torch {self.baseline_torch}, this run uses torch "
-                         f"{torch}; op decompositions can change counts between torch releases")
+            lines.append("note: " + torch_note(self.baseline_torch, torch))
         lines.append(f"if the change is intended, update the baseline: pytest --flops-save-baseline={baseline}")
         return "\n".join(lines)
 
 
-_METRIC_LABELS = {"flops": "FLOPs", "macs": "MACs", "params": "params",
-                  "forward_flops": "forward", "backward_flops": "backward"}
+#: Every count a comparison shows (the gated ones, then the forward/backward split), with its label.
+_METRIC_LABELS = {**METRIC_UNITS, "forward_flops": "forward", "backward_flops": "backward"}
 
 
 def _module_changes(current: Mapping[str, Any], old: Mapping[str, Any]) -> tuple[ModuleChange, ...]:
@@ -486,7 +512,7 @@ def _compare_measurement(index: int, current: Mapping[str, Any], old: Mapping[st
     if old is None:
         return MeasurementComparison(index, name, "new", failed=strict)
     changes = tuple(MetricChange(metric, int(old.get(metric) or 0), int(current.get(metric) or 0))
-                    for metric in ("flops", "macs", "params", "forward_flops", "backward_flops")
+                    for metric in _METRIC_LABELS
                     if metric in old and int(old.get(metric) or 0) != int(current.get(metric) or 0))
     gated = [c for c in changes if c.metric in GATED_METRICS]
     regressed = any(c.delta > tolerance.allowance(c.old) for c in gated)

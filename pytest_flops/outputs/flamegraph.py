@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .io import write_text_atomic
+from .records import TestRecord
 
 __all__ = ["folded_lines", "parse_folded", "filename_for", "write_flamegraphs", "SUFFIX", "SVG_SUFFIX"]
 
@@ -59,7 +60,7 @@ def filename_for(nodeid: str, suffix: str = SUFFIX) -> str:
     return f"{stem[:_MAX_STEM]}-{digest}{suffix}"
 
 
-def write_flamegraphs(records: Iterable[Mapping[str, Any]], directory: str | Path, svg: bool = True) -> list[Path]:
+def write_flamegraphs(records: Iterable[TestRecord], directory: str | Path, svg: bool = True) -> list[Path]:
     """Write one folded-stack file (and with ``svg`` one SVG flame graph) per measured test into ``directory``.
 
     Returns the paths written, folded files first.

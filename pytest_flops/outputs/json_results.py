@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .terminal import totals
+from .records import TestRecord, totals
 
 __all__ = [
     "RESULTS_FORMAT",
@@ -77,13 +77,13 @@ def environment(root: str | Path | None = None) -> dict[str, Any]:
     }
 
 
-def build_results(records: Iterable[Mapping[str, Any]], env: Mapping[str, Any], settings: Mapping[str, Any],
+def build_results(records: Iterable[TestRecord], env: Mapping[str, Any], settings: Mapping[str, Any],
                   comparisons: Mapping[str, Mapping[str, Any]] | None = None,
                   baseline_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The document ``--flops-json`` writes: one entry per measured test, the environment and totals."""
     tests = []
     for record in records:
-        test = {
+        test: dict[str, Any] = {
             "nodeid": record["nodeid"],
             "outcome": record.get("outcome"),
             "worker": record.get("worker"),

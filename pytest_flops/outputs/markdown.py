@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .baseline import RunSummary, TestComparison
-from .terminal import _budget_text, columns, rows, totals
+from ..budgets import budget_text
 from ..units import format_quantity
+from .baseline import RunSummary, TestComparison
+from .records import Row, count_tests, rows, totals
+from .terminal import columns, used_text
 
 __all__ = ["render_markdown"]
 
@@ -43,16 +45,16 @@ def render_markdown(records: Sequence[Mapping[str, Any]], comparisons: Mapping[s
         lines.append("| " + " | ".join(headers) + " |")
         lines.append("|" + "|".join(align) + "|")
         for r in table:
-            used = f"{100 * r['usage']:.1f}%" if r["usage"] is not None else "-"
             cells = [f"`{_cell(r['test'])}`", _cell(r["model"] or "-"), format_quantity(r["flops"]),
-                     format_quantity(r["macs"]), format_quantity(r["params"]), _cell(_budget_text(r["budget"])), used]
+                     format_quantity(r["macs"]), format_quantity(r["params"]), _cell(budget_text(r["budget"])),
+                     used_text(r)]
             cells += [_cell(fn(r)) for _, fn in extra]
             if comparisons is not None:
                 cells.append(_delta_cell(comparisons, r))
             cells.append(r["outcome"] or "-")
             lines.append("| " + " | ".join(cells) + " |")
         total_flops = sum(r["flops"] for r in table)
-        n_tests = len({r["test"].split(" [", 1)[0] for r in table})
+        n_tests = count_tests(table)
         lines.append("")
         lines.append(f"{n_tests} test{'s' if n_tests != 1 else ''}, {len(table)} "
                      f"measurement{'s' if len(table) != 1 else ''}, {format_quantity(total_flops, 'FLOPs')} in total"
@@ -80,12 +82,11 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _delta_cell(comparisons: Mapping[str, TestComparison], row: Mapping[str, Any]) -> str:
-    c = comparisons.get(row.get("nodeid", ""))
+def _delta_cell(comparisons: Mapping[str, TestComparison], row: Row) -> str:
+    c = comparisons.get(row["nodeid"])
     if c is None:
         return "-"
-    index = row.get("index", 0)
-    m = next((m for m in c.measurements if m.index == index), None)
+    m = c.measurement(row["index"])
     text = m.delta_text() if m is not None else c.status
     mark = _STATUS_MARK.get(m.status if m is not None else c.status, "")
     return mark + _cell(text)

@@ -1,72 +1,29 @@
 """Rendering of the session report (terminal). Works on records, never counts.
 
-A record is the JSON-safe dict the plugin attaches to each measured test's
-report: ``{"nodeid", "outcome", "worker", "budget", "measurements": [...],
-"verdicts": [...]}`` with one verdict per measurement when there is a budget.
+Records and rows are the typed ones of :mod:`pytest_flops.outputs.records`
+(``rows`` and ``totals`` are re-exported here for the callers that import them
+from this module).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from ..budgets import budget_text
 from ..units import format_quantity
+from ..counting.measurement import uncounted_calls
+from .records import Row, count_tests, rows, totals
 
-__all__ = ["rows", "render_table", "totals", "columns"]
+__all__ = ["rows", "render_table", "totals", "columns", "Column", "used_text"]
 
-
-def rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per measurement: a test with several measurements gets ``[2]``, ``[3]`` ... suffixes."""
-    out: list[dict[str, Any]] = []
-    for record in records:
-        measurements = record.get("measurements", [])
-        verdicts = record.get("verdicts") or [None] * len(measurements)
-        for i, (m, verdict) in enumerate(zip(measurements, verdicts)):
-            test = record["nodeid"] + (f" [{i + 1}]" if len(measurements) > 1 else "")
-            usage = max(verdict["usage"].values()) if verdict and verdict.get("usage") else None
-            out.append({
-                "test": test,
-                "nodeid": record["nodeid"],
-                "index": i,  # the measurement's index in its test (the baseline's key with the nodeid)
-                "model": m.get("name", ""),
-                "flops": m["flops"],
-                "macs": m["macs"],
-                "params": m["params"],
-                "budget": record.get("budget"),
-                "usage": usage,
-                "devices": m.get("devices", []),
-                "outcome": record.get("outcome", ""),
-                "worker": record.get("worker"),
-                "rank": record.get("rank"),
-                "measurement": m,
-            })
-    return out
+#: An optional column: its header and how to render one row's cell.
+Column = tuple[str, Callable[[Row], str]]
 
 
-def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """FLOPs and MACs summed over all measurements, and per rank when the records come from torchrun ranks.
-
-    ``{"flops", "macs", "measurements", "by_rank": {rank: {"flops", "macs", "measurements"}}}``;
-    ``by_rank`` is empty in a single-process run (xdist included).
-    """
-    out: dict[str, Any] = {"flops": 0, "macs": 0, "measurements": 0, "by_rank": {}}
-    for record in records:
-        rank = record.get("rank")
-        for m in record.get("measurements", []):
-            targets = [out]
-            if rank is not None:
-                targets.append(out["by_rank"].setdefault(rank, {"flops": 0, "macs": 0, "measurements": 0}))
-            for t in targets:
-                t["flops"] += m["flops"]
-                t["macs"] += m["macs"]
-                t["measurements"] += 1
-    out["by_rank"] = dict(sorted(out["by_rank"].items()))
-    return out
-
-
-def columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+def columns(records: Sequence[Mapping[str, Any]]) -> list[Column]:
     """The optional columns the records call for: worker (xdist), rank (torchrun), FLOP/s (timed measurements)."""
     table = rows(records)
-    out: list[tuple[str, Any]] = []
+    out: list[Column] = []
     if any(r["worker"] for r in table):
         out.append(("worker", lambda row: row.get("worker") or "-"))
     if any(r["rank"] is not None for r in table):
@@ -76,29 +33,14 @@ def columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
     return out
 
 
-def _rate_text(row: Mapping[str, Any]) -> str:
+def _rate_text(row: Row) -> str:
     rate = (row["measurement"].get("extra") or {}).get("flops_per_s")
     return "-" if rate is None else format_quantity(int(rate))
 
 
-def _compact(n: int) -> str:
-    text = format_quantity(n)
-    if "." in text:
-        number, suffix = text[:-1], text[-1]
-        if suffix.isdigit():
-            number, suffix = text, ""
-        text = number.rstrip("0").rstrip(".") + suffix
-    return text
-
-
-def _budget_text(budget: Mapping[str, Any] | None) -> str:
-    if not budget:
-        return "-"
-    parts = []
-    for key, unit in (("flops", ""), ("macs", " MACs"), ("params", " params")):
-        if budget.get(key) is not None:
-            parts.append(f"{_compact(budget[key])}{unit}")
-    return ", ".join(parts) if parts else "-"
+def used_text(row: Row) -> str:
+    """The share of the budget a row used: ``93.1%``; ``-`` without a budget."""
+    return f"{100 * row['usage']:.1f}%" if row["usage"] is not None else "-"
 
 
 def _fit(text: str, width: int) -> str:
@@ -108,7 +50,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: bool = False, top: int = 5,
-                 extra_columns: Sequence[tuple[str, Any]] = ()) -> list[str]:
+                 extra_columns: Sequence[Column] = ()) -> list[str]:
     """Aligned lines of the report: one row per measurement, a total line, and with ``full`` the top modules.
 
     ``extra_columns`` adds (header, fn(row) -> str) columns, e.g. the worker under xdist.
@@ -119,13 +61,12 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
     headers = ["test", "FLOPs", "MACs", "params", "budget", "used", "device"] + [h for h, _ in extra_columns] + ["outcome"]
     body = []
     for r in table:
-        used = f"{100 * r['usage']:.1f}%" if r["usage"] is not None else "-"
         cells = [r["test"], format_quantity(r["flops"]), format_quantity(r["macs"]), format_quantity(r["params"]),
-                 _budget_text(r["budget"]), used, ",".join(r["devices"]) or "-"]
+                 budget_text(r["budget"]), used_text(r), ",".join(r["devices"]) or "-"]
         cells += [fn(r) for _, fn in extra_columns]
         cells.append(r["outcome"] or "-")
         body.append(cells)
-    n_tests = len({r["test"].split(" [", 1)[0] for r in table})
+    n_tests = count_tests(table)
     # One total line; under torchrun one per rank and the world's.
     sums = totals(records)
     labelled = [(f"rank {k} total", v) for k, v in sums["by_rank"].items()]
@@ -160,8 +101,7 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
                 share = 100 * value / (m["flops"] or 1)
                 lines.append(f"    {_fit(name, max(20, width - 40))}  {format_quantity(value, 'FLOPs')}  {share:.1f}%")
             if m.get("uncounted"):
-                calls = ", ".join(f"{op} x{n}" for op, n in sorted(m["uncounted"].items()))
-                lines.append(f"    uncounted: {calls}")
+                lines.append(f"    uncounted: {uncounted_calls(m['uncounted'])}")
     lines.append("-" * min(width, sum(widths) + 2 * (len(widths) - 1)))
     lines.extend(line(total) for total in total_rows)
     lines.append(f"{n_tests} test{'s' if n_tests != 1 else ''}, {len(table)} measurement{'s' if len(table) != 1 else ''}"
@@ -170,6 +110,6 @@ def render_table(records: Sequence[Mapping[str, Any]], width: int = 120, full: b
 
 
 def _top_modules(m: Mapping[str, Any], n: int) -> list[tuple[str, int]]:
-    from ..counting.measurement import Measurement
+    from ..counting.measurement import Measurement  # no torch there
 
     return Measurement.from_dict(m).top_modules(n)

@@ -46,7 +46,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..outputs.records import TestRecord
 
 __all__ = ["RankInfo", "GatherResult", "rank_info", "gather", "release", "wait_released", "exchange_dir",
            "private_dir_problem", "DEFAULT_TIMEOUT"]
@@ -71,7 +74,7 @@ class RankInfo:
 class GatherResult:
     """What rank 0 gathered: every rank's records (rank order), the ranks missing, and how each arrived."""
 
-    records: list[dict[str, Any]]
+    records: list[TestRecord]
     missing: list[int] = field(default_factory=list)  # ranks whose records are not in ``records``
     via: dict[int, str] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)  # rank -> why its message was not believed
@@ -207,7 +210,7 @@ class _Refused(Exception):
     """A record that rank 0 will not believe (the message says why)."""
 
 
-def _records_of(payload: str, rank: int) -> list[dict[str, Any]]:
+def _records_of(payload: str, rank: int) -> list[TestRecord]:
     """The records in one rank's message, validated like a baseline; raises ``_Refused``."""
     from ..outputs.baseline import record_problem
     from ..outputs.io import DocumentError, parse_json_document
@@ -224,7 +227,9 @@ def _records_of(payload: str, rank: int) -> list[dict[str, Any]]:
         problem = record_problem(record)
         if problem:
             raise _Refused(problem)
-    return [{**r, "rank": rank} for r in data["records"]]
+    from ..outputs.records import with_rank
+
+    return [with_rank(r, rank) for r in data["records"]]
 
 
 _terminated: list[int] = []  # signal numbers received while rank 0 waits (see gather)
@@ -248,8 +253,10 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     ``time.time()``; the plugin passes its start less a minute) are left from
     an earlier job and ignored.
     """
+    from ..outputs.records import with_rank
+
     env = os.environ if environ is None else environ
-    own = [{**r, "rank": info.rank} for r in records]
+    own = [with_rank(r, info.rank) for r in records]
     store, store_name = _open_store(env)
     folder = exchange_dir(env)
     if info.rank != 0:
@@ -312,7 +319,7 @@ def _poll_rank(rank: int, store: Any, store_name: str | None, env: Mapping[str, 
 def _wait_for_ranks(result: GatherResult, info: RankInfo, store: Any, store_name: str | None,
                     env: Mapping[str, str], folder: Path, timeout: float, poll: float,
                     since: float | None) -> None:
-    by_rank: dict[int, list[dict[str, Any]]] = {0: result.records}
+    by_rank: dict[int, list[TestRecord]] = {0: result.records}
     pending = set(range(1, info.world_size))
     deadline = time.monotonic() + max(0.0, timeout)
     file_problem: str | None = None

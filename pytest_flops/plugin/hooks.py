@@ -12,6 +12,7 @@ from typing import Any, Generator
 import pytest
 
 from ..budgets import Budget, BudgetError, check, failure_message, parse_budget
+from .artifacts import configure_artifacts
 from .gate import GATE_KEY, configure_gating
 from .session import SESSION_KEY, FlopsSession, get_session
 from .settings import REPORT_CHOICES, SETTINGS_KEY, FlopsSettings, add_options, get_settings
@@ -60,7 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     session = FlopsSession(config, settings)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "flops-session")
-    configure_gating(config, settings)
+    configure_gating(config, settings)  # only when a baseline is compared or saved
+    configure_artifacts(config, settings)  # only the writers of the files asked for
 
 
 # -- marker -------------------------------------------------------------------
@@ -179,17 +181,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = yield
     measured = bool(item.stash.get(_MEASUREMENTS, None))
     if measured and (call.when == "call" or (call.when == "setup" and report.outcome != "passed")):
+        from ..outputs.records import make_record
+
         budget = item.stash.get(_BUDGET, None)
-        record: dict[str, Any] = {
-            "nodeid": item.nodeid,
-            "budget": budget.to_dict() if budget else None,
-            "measurements": _measurement_dicts(item),
-            "verdicts": [v.to_dict() for v in _verdicts(item, budget)] if budget else None,
-            "worker": getattr(item.config, "workerinput", {}).get("workerid"),
-        }
-        rank = get_session(item.config).rank
-        if rank is not None:  # torchrun
-            record["rank"] = rank.rank
+        rank = get_session(item.config).rank  # torchrun
+        record = make_record(item.nodeid, _measurement_dicts(item), budget.to_dict() if budget else None,
+                             [v.to_dict() for v in _verdicts(item, budget)] if budget else None,
+                             getattr(item.config, "workerinput", {}).get("workerid"),
+                             rank.rank if rank is not None else None)
         report.flops = record  # travels to the xdist controller with the report
     return report
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .gather import rank_info
 from .settings import FlopsSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..outputs.records import TestRecord
 
 __all__ = ["FlopsSession", "get_session", "SESSION_KEY"]
 
@@ -25,20 +28,23 @@ class FlopsSession:
     def __init__(self, config: pytest.Config, settings: FlopsSettings) -> None:
         self.config = config
         self.settings = settings
-        self.records: list[dict[str, Any]] = []
+        self.records: list[TestRecord] = []
         self.is_worker = hasattr(config, "workerinput")
         # torchrun: this process's rank (None when it runs alone); rank 0 gathers the others' records.
         self.rank = rank_info()
         self.missing_ranks: list[int] = []
         self.refused_ranks: dict[int, str] = {}  # rank -> why its records were not believed (gather.py)
         self.started = time.time()
+        # the lines of the terminal's after-run section: the baseline summary (gate.py), then the files written
+        # (artifacts.py), each (text, markup)
+        self.notices: list[tuple[str, dict[str, bool]]] = []
 
     @property
     def is_reporter(self) -> bool:
         """Whether this process prints the report and writes files: not an xdist worker, not a torchrun rank > 0."""
         return not self.is_worker and (self.rank is None or self.rank.rank == 0)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: TestRecord) -> None:
         self.records.append(record)
 
     @pytest.hookimpl(tryfirst=True)
@@ -67,11 +73,22 @@ class FlopsSession:
         else:
             wait_released(self.rank, self.settings.gather_timeout)
 
+    @pytest.hookimpl(trylast=True)  # after the "flops report" table
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if not self.is_reporter or not self.notices:
+            return
+        terminalreporter.ensure_newline()  # else the first line below the header would be blank
+        terminalreporter.section("flops baseline" if self.settings.baseline is not None else "flops")
+        for line, markup in self.notices:
+            terminalreporter.write_line(line, **markup)
+
     # Registered as a plugin object per config, so these hooks see this session only.
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, "flops", None)
         if record:
-            self.add({**record, "outcome": report.outcome})
+            from ..outputs.records import with_outcome  # first measured test: the outputs layer is needed now
+
+            self.add(with_outcome(record, report.outcome))
 
 
 SESSION_KEY = pytest.StashKey[FlopsSession]()

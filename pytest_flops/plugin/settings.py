@@ -159,12 +159,6 @@ class FlopsSettings:
         return cls(**values)
 
     @property
-    def wants_gate(self) -> bool:
-        """Whether anything is compared or written after the run (else no gate, and nothing imported for it)."""
-        files = (self.baseline, self.save_baseline, self.json, self.markdown, self.flamegraph, self.step_summary)
-        return any(files) or self.tolerance != Tolerance()
-
-    @property
     def writes_step_summary(self) -> bool:
         """In GitHub Actions: the Markdown report goes to the job summary when there is a report to show."""
         return bool(self.step_summary) and (self.report != "off" or bool(self.markdown) or bool(self.baseline))
