@@ -70,6 +70,7 @@ def assert_clean() -> None:
     assert not _module_mod._global_forward_hooks
     assert not _module_mod._global_forward_pre_hooks
     assert torch._C._len_torch_dispatch_stack() == 0
+    assert torch._C._len_torch_function_stack() == 0
 
 
 @pytest.fixture(autouse=True)
@@ -1238,7 +1239,7 @@ def test_threads_started_inside_a_module_are_counted(fast_path):
     assert m.by_module["module.0"] == direct.by_module["0"]
     assert m.by_module["module.2"] == direct.by_module["2"]
     assert m.uncounted == {}
-    assert torch._C._len_torch_dispatch_stack() == 0
+    assert torch._C._len_torch_dispatch_stack() == torch._C._len_torch_function_stack() == 0
 
 
 def test_threads_outside_any_module_are_not_adopted():
@@ -1268,7 +1269,7 @@ def test_thread_exception_leaves_no_mode_in_the_worker():
                     Boom()(x)
                 except ValueError:
                     pass
-                leftover.append(torch._C._len_torch_dispatch_stack())
+                leftover.append(torch._C._len_torch_dispatch_stack() + torch._C._len_torch_function_stack())
 
             t = threading.Thread(target=work)
             t.start()

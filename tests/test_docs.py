@@ -83,13 +83,14 @@ def clean_registry():
     """Snapshot the global registry: snippets register formulas globally; other tests must not see them."""
     from pytest_flops.counting.registry import DEFAULT_REGISTRY
 
-    ops, modules, user = dict(DEFAULT_REGISTRY._ops), dict(DEFAULT_REGISTRY._modules), DEFAULT_REGISTRY.user_op_formulas
+    ops, modules, user = dict(DEFAULT_REGISTRY._ops), dict(DEFAULT_REGISTRY._modules), set(DEFAULT_REGISTRY._user)
     yield
     DEFAULT_REGISTRY._ops.clear()
     DEFAULT_REGISTRY._ops.update(ops)
     DEFAULT_REGISTRY._modules.clear()
     DEFAULT_REGISTRY._modules.update(modules)
-    DEFAULT_REGISTRY.user_op_formulas = user
+    DEFAULT_REGISTRY._user.clear()
+    DEFAULT_REGISTRY._user.update(user)
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if any(not b.is_test_file and b.annotation is None

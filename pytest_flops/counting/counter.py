@@ -1,55 +1,53 @@
-"""Counting: ``FlopCounter`` (a context manager) and ``count()`` (one call).
+"""Counting: ``FlopCounter``, a context manager over the module tracker and the op-level layer.
 
-Every aten op that runs inside the counter goes through a
-``TorchDispatchMode`` and is looked up once in the registry: it has a
-formula (counted if its category is selected), is known to cost nothing,
-decomposes into ops that are looked up in turn, or is recorded in
-``uncounted``. Module hooks (``tracker.py``) say which module it belongs to.
+Every aten op the counter sees goes through a ``TorchDispatchMode`` and is
+looked up once in the registry, which gives it a handler (``handlers.py``):
+counted by a formula (if its category is selected), known to cost nothing,
+decomposed into ops that are looked up in turn, or recorded in ``uncounted``.
+The module tracker (``tracker.py``) says which module each op belongs to; the
+counter subscribes to its enter/exit events for module formulas.
 
-For speed, with ``ops="matmul"`` and no user op formulas, a plain
-``nn.Linear``/``nn.Conv*`` (no hooks, no parametrizations, plain tensors) is
-counted from its module call, with the same formula as its op, while the
-dispatch mode steps aside; modules such as ``nn.BatchNorm2d`` or ``nn.ReLU``
-whose ops are all outside the matmul categories likewise. Backward ops always
-go through the dispatch mode.
+Speed (``fast_path=True``, the default): above the dispatch mode sits a
+``TorchFunctionMode``. The first call of a function with a given signature
+(the function, the shapes, strides, dtypes, devices and ``requires_grad`` of
+its tensors, its other arguments, grad mode and autocast) runs with the
+dispatch mode pushed, and the counts its ops made are kept as the call's
+trace; a later call with the same signature runs without the dispatch mode
+and the trace is charged to the module running it. The counts are the aten
+path's by construction. A call is never replayed if it ran a backward op, a
+module, an op whose output depends on tensor values, a user's op formula, a
+collective, or a fused op split over child modules; nor if an argument is a
+tensor subclass or something the signature cannot describe; ``backward`` and
+``autograd.grad`` always run under the dispatch mode. ``fast_path=False``
+keeps the dispatch mode pushed throughout.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 import sys
 import threading
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils import flop_counter as _fc
 
 from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
+from ._torch import (any_autocast, current_autograd_node, pop_dispatch_if_top, pop_function_if_top, push_dispatch,
+                     push_function)
+from .handlers import FormulaError, resolve
 from .measurement import Measurement, uncounted_calls
-from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry
+from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
+from .tracker import Frame, ModuleTracker, ThreadView
 from ..units import OPS_CHOICES
 
 __all__ = ["FlopCounter", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES", "device_name"]
 
 _NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
-_current_node = torch._C._current_autograd_node
 _grad_enabled = torch.is_grad_enabled
-_len_stack = torch._C._len_torch_dispatch_stack
-_stack_at = torch._C._get_dispatch_stack_at
-_pop_stack = torch._C._pop_torch_dispatch_stack
-_push_stack = torch._C._push_on_torch_dispatch_stack
-
-# Handler markers
-_PASS = 0
-_DECOMPOSE = 1
-_UNCOUNTED = 2
-_COLLECTIVE = 3
-#: Namespaces of collective ops: zero FLOPs, but the bytes of their payload are recorded.
-_COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional"})
-_NO_PAYLOAD = frozenset({"barrier", "monitored_barrier_", "wait_tensor"})
+_CLOSED = 1 << 30  # a closed counter's modes suppress everything: they may outlive it on a worker thread
 
 
 class UncountedOpsError(RuntimeError):
@@ -60,44 +58,91 @@ class ComputeFreeError(RuntimeError):
     """Raised by ``count(..., compute=False)`` when the model needs real tensor values."""
 
 
-class FormulaError(RuntimeError):
-    """A formula raised while counting an op or a module."""
+# -- the function level: signatures and traces ------------------------------
+_PASS, _REPLAY, _PROBE = 0, 1, 2
+#: Tensor attributes read without any op: a mode's view of them is the plain call.
+_METADATA_ATTRS = frozenset({
+    "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "ndim", "layout", "is_cuda", "is_cpu",
+    "is_meta", "is_sparse", "is_quantized", "is_nested", "is_mkldnn", "names", "_version", "output_nr", "grad",
+    "_base", "is_xpu", "is_mps",
+})
+_METADATA_FUNCS = frozenset(getattr(torch.Tensor, n) for n in (
+    "size", "dim", "stride", "numel", "nelement", "ndimension", "is_contiguous", "element_size", "storage_offset",
+    "is_floating_point", "is_complex", "get_device", "data_ptr", "__len__", "is_inference",
+) if hasattr(torch.Tensor, n))
+#: Functions that run whatever graph their arguments lead to: always under the dispatch mode.
+_ALWAYS_PROBE = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
+#: Modules whose forward takes a fused fast path only when no torch-function mode is active: their
+#: subtree runs under the dispatch mode, so the counted run takes the same path as the plain one.
+_FUNCTION_MODE_SENSITIVE = (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer,
+                            torch.nn.TransformerEncoder)
+_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                    torch.memory_format, type(Ellipsis)})
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-def _conv_fast(module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, str, int]:
-    transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)
-    return "aten.convolution", "conv", _fc.conv_flop_count(x.shape, module.weight.shape, out.shape,  # type: ignore[arg-type]
-                                                           transposed)
+class _NoSignature(Exception):
+    """An argument the signature cannot describe: the call is not replayed."""
 
 
-def _zero_fast(module: torch.nn.Module, x: torch.Tensor, out: Any) -> None:
-    return None
+def _sig(value: Any) -> Any:
+    t = type(value)
+    if t in _PLAIN_TENSORS:
+        return (value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
+    if t in _ATOMS:
+        return (t, value)
+    if t is tuple or t is list or t is torch.Size:
+        return (t, *map(_sig, value))
+    if t is slice:
+        return (slice, _sig(value.start), _sig(value.stop), _sig(value.step))
+    raise _NoSignature
 
 
-#: Module attribute types that select which ops a zero-cost fast-path module runs (training, inplace, ...).
-_CONFIG_TYPES = (bool, int, float, str, tuple, type(None))
-#: Per zero-cost module type: an attrgetter of the settings that select its ops.
-_SETTINGS: dict[type, Callable[[Any], Any]] = {}
+def _signature(func: Any, args: tuple, kwargs: dict) -> tuple:
+    key: list[Any] = [func, _grad_enabled(), any_autocast()]
+    append = key.append
+    for value in args:
+        t = type(value)
+        if t in _PLAIN_TENSORS:
+            append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad))
+        elif t in _ATOMS:
+            append((t, value))
+        else:
+            append(_sig(value))
+    for name, value in kwargs.items():
+        append(name)
+        append(_sig(value))
+    return tuple(key)
 
 
-_nn = torch.nn
-#: Exact module types counted from their call with ops="matmul": formula, and the input rank they need.
-_FAST_TYPES: dict[type, tuple[Callable[..., Any], int | None]] = {
-    _nn.Conv1d: (_conv_fast, 3), _nn.Conv2d: (_conv_fast, 4), _nn.Conv3d: (_conv_fast, 5),
-    _nn.ConvTranspose1d: (_conv_fast, 3), _nn.ConvTranspose2d: (_conv_fast, 4), _nn.ConvTranspose3d: (_conv_fast, 5),
-}
-for _t in (
-    _nn.BatchNorm1d, _nn.BatchNorm2d, _nn.BatchNorm3d, _nn.LayerNorm, _nn.GroupNorm, _nn.ReLU, _nn.ReLU6,
-    _nn.GELU, _nn.SiLU, _nn.Sigmoid, _nn.Tanh, _nn.LeakyReLU, _nn.Hardswish, _nn.Hardsigmoid, _nn.Mish,
-    _nn.Dropout, _nn.Dropout1d, _nn.Dropout2d, _nn.Identity, _nn.MaxPool1d, _nn.MaxPool2d, _nn.MaxPool3d,
-    _nn.AvgPool1d, _nn.AvgPool2d, _nn.AvgPool3d, _nn.AdaptiveAvgPool1d, _nn.AdaptiveAvgPool2d,
-    _nn.AdaptiveAvgPool3d, _nn.Flatten,
-):
-    _FAST_TYPES[_t] = (_zero_fast, None)
+def _classify(func: Any) -> int:
+    try:
+        if func in _ALWAYS_PROBE:
+            return _PROBE
+        if func in _METADATA_FUNCS:
+            return _PASS
+    except TypeError:  # an unhashable callable
+        return _PROBE
+    if getattr(func, "__name__", None) == "__get__":
+        attr = getattr(getattr(func, "__self__", None), "__name__", None)
+        return _PASS if attr in _METADATA_ATTRS else _REPLAY
+    return _REPLAY
 
 
+class _Trace:
+    """What the ops of one probed function call counted, to charge again for calls of the same signature."""
+
+    __slots__ = ("charges", "uncounted", "ok")
+
+    def __init__(self) -> None:
+        self.charges: list[tuple[str, tuple[tuple[str, int], ...], int]] = []  # (label, by category, total)
+        self.uncounted: list[str] = []
+        self.ok = True  # False: something ran that a replay would not reproduce
+
+
+# -- the modes ------------------------------------------------------------
 class _Mode(TorchDispatchMode):
-    """The op-level layer: one dict lookup per op on the common path."""
+    """The op-level layer of one thread: one dict lookup and one handler call per op."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -105,41 +150,22 @@ class _Mode(TorchDispatchMode):
         # torch._dynamo (over a second) on the first op. Only _CompileSafeMode takes that wrapper.
         return False
 
-    def __init__(self, counter: "FlopCounter", tracker: Any) -> None:
+    def __init__(self, counter: "FlopCounter", view: ThreadView) -> None:
         super().__init__()
         self.counter = counter
-        self.tracker = tracker  # the module tracker of the thread this mode is pushed in
+        self.view = view  # the tracker's view of the thread this mode counts for
+        self.handlers = counter.handlers
+        self.suppress = 0  # > 0 inside a module with a module formula (and forever once the counter closed)
+        self.trace: _Trace | None = None  # the trace of the function call being probed
+        self.function_mode: _FunctionMode | None = None
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        counter = self.counter
-        handler = counter._handlers.get(func)
-        if handler is None:
-            handler = counter._resolve(func)
-        if handler is _PASS or self.tracker.suppress:
+        if self.suppress:
             return func(*args, **kwargs) if kwargs else func(*args)
-        if handler is _DECOMPOSE:
-            with self:
-                result = func.decompose(*args, **(kwargs or {}))
-            if result is not NotImplemented:
-                return result
-            counter._handlers[func] = handler = _UNCOUNTED
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if handler is _UNCOUNTED:
-            counter._record_uncounted(func)
-            return out
-        if handler is _COLLECTIVE:
-            counter._record_collective(func, args)
-            return out
-        fn, category, label = handler  # type: ignore[misc]
-        if "out" in kwargs:  # an out= variant: the formula gets the output as ``out``
-            kwargs = {k: v for k, v in kwargs.items() if k != "out"}
-        try:
-            flops = fn(*args, out=out, **kwargs)
-        except Exception as exc:
-            raise FormulaError(f"the formula for {label} failed: {type(exc).__name__}: {exc}") from exc
-        counter._record(self.tracker, label, category, flops, out)
-        return out
+        handler = self.handlers.get(func)
+        if handler is None:
+            handler = self.counter.resolve(func)
+        return handler.run(self, func, args, kwargs or {})
 
 
 class _CompileSafeMode(_Mode):
@@ -153,6 +179,47 @@ class _CompileSafeMode(_Mode):
         return True
 
     __torch_dispatch__ = _Mode.__torch_dispatch__  # in this class's __dict__, so torch wraps it
+
+
+class _FunctionMode(TorchFunctionMode):
+    """The fast layer: replays the trace of a known call signature, probes new ones under the dispatch mode."""
+
+    def __init__(self, lane: _Mode) -> None:
+        super().__init__()
+        self.lane = lane
+        self.counter = lane.counter
+        self.kinds = lane.counter.kinds
+        self.traces = lane.counter.traces
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if kwargs is None:
+            kwargs = {}
+        lane = self.lane
+        if lane.suppress:
+            return func(*args, **kwargs)
+        kind = self.kinds.get(func)
+        if kind is None:
+            kind = self.kinds[func] = _classify(func)
+        if kind == _PASS:
+            return func(*args, **kwargs)
+        key = None
+        if kind == _REPLAY:
+            try:
+                key = _signature(func, args, kwargs)
+                trace = self.traces.get(key)
+            except (_NoSignature, TypeError, RuntimeError):  # RuntimeError: e.g. the shape of a nested tensor
+                key = trace = None
+            if trace is not None:
+                out = func(*args, **kwargs)
+                if trace.charges or trace.uncounted:
+                    self.counter.replay(lane, trace, out)
+                return out
+        return self.counter.probe(lane, func, args, kwargs, key)
+
+
+# -- module-event tokens ----------------------------------------------------
+_INSIDE = object()  # a module inside a module-formula module
+_SWITCHED = object()  # a module whose subtree runs under the dispatch mode (see _FUNCTION_MODE_SENSITIVE)
 
 
 class FlopCounter:
@@ -186,7 +253,7 @@ class FlopCounter:
         self.registry = registry if registry is not None else DEFAULT_REGISTRY
         self.model = model
         self.measurement: Measurement | None = None
-        self._fast_path = fast_path and ops == "matmul" and not self.registry.user_op_formulas
+        self._fast_path = bool(fast_path)
         self._computed = _computed
         self.memory = bool(memory)
         self._memory: Any = None  # the memory tracker (counting/memory.py), from __enter__ on with memory=True
@@ -194,59 +261,60 @@ class FlopCounter:
         self._reset()
 
     def _reset(self) -> None:
-        self._handlers: dict[Any, Any] = {}
+        self.handlers: dict[Any, Any] = {}
+        self.kinds: dict[Any, int] = {}
+        self.traces: dict[tuple, _Trace] = {}
         self._module_formulas: dict[type, Any] = {}
         self._has_module_formulas = self.registry.has_module_formulas()
         self._stacks: dict[tuple[str, str], int] = {}
         self._by_category: dict[str, int] = {}
-        self._by_module_seen: dict[str, None] = {}
+        self._types: dict[str, str] = {}  # modules listed in by_module, in the order they first ran
         self._uncounted: Counter[str] = Counter()
-        self._uncounted_calls = 0
-        # Zero-cost fast-path modules, by call signature: True once a call through the dispatch mode
-        # showed that all their ops are known (so skipping them loses nothing), False if not.
-        self._zero_known: dict[tuple, bool] = {}
-        self._fast_cache: dict[tuple, tuple[str, str, int]] = {}
         self._lock = threading.Lock()
         self._collective_bytes: dict[str, int] = {}
         self._devices: set[Any] = set()
         self._forward = 0
         self._backward = 0
+        self._events = 0  # module calls seen: a probe during which one ran is not replayed
+        self._lanes: dict[ThreadView, _Mode] = {}
         self._tracker: Any = None  # the module tracker, from __enter__ on
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> "FlopCounter":
         if self._active:
             raise RuntimeError("this FlopCounter is already active; nest a new FlopCounter instead")
-        from .tracker import ModuleTracker
-
         self._reset()
         self.measurement = None
-        self._tracker = ModuleTracker(self, self.model)
-        self._mode = self._tracker.mode = self._new_mode(self._tracker)
-        self._tracker.install()
+        tracker = self._tracker = ModuleTracker(self.model)
+        tracker.subscribe(self)
+        home = self._lane(tracker.home)
+        tracker.install()
         try:
-            if self.memory:  # entered below our mode, so the fast paths that step our mode aside keep it
-                self._memory = self._new_memory_tracker(self._tracker)
+            if self.memory:  # entered below our modes: a replayed call still runs its ops through it
+                self._memory = self._new_memory_tracker(tracker)
                 self._memory.__enter__()
-            self._mode.__enter__()
+            self._push(home)
         except BaseException:
-            self._tracker.remove()
+            tracker.remove()
             if self._memory is not None:
                 self._memory.__exit__(None, None, None)
+                self._memory = None
             raise
         self._active = True
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            self._tracker.remove()  # also restores our mode if a fast-path module raised
+            self._tracker.remove()
         finally:
             self._active = False
-            try:
-                self._mode.__exit__(exc_type, exc, tb)
-            finally:
-                if self._memory is not None:
-                    self._memory.__exit__(exc_type, exc, tb)
+            for lane in list(self._lanes.values()):
+                lane.suppress = _CLOSED
+            home = self._lanes[self._tracker.home]
+            pop_dispatch_if_top(home)  # if the block ended inside a module whose subtree switched modes
+            self._pop(home)
+            if self._memory is not None:
+                self._memory.__exit__(exc_type, exc, tb)
         self.measurement = self._measure()
         if self._memory is not None:
             self.measurement = dataclasses.replace(self.measurement, **self._memory.figures())
@@ -258,103 +326,197 @@ class FlopCounter:
                 "pytest_flops.register_op_formula(op, fn) or use strict=False"
             )
 
-    def _new_memory_tracker(self, tracker: Any) -> Any:
+    def _new_memory_tracker(self, tracker: ModuleTracker) -> Any:
         from .memory import MemoryTracker
 
         def where(node: Any) -> str:
-            return tracker.path if node is None else tracker.backward_path(node)
+            if node is not None:
+                return tracker.backward_path(node)
+            view = tracker.view()
+            return view.path if view is not None else ""
 
         model = self.model
         return MemoryTracker(where, (lambda: (model,)) if model is not None else (lambda: tracker.roots.values()))
 
-    def _new_mode(self, tracker: Any) -> _Mode:
-        """A dispatch mode for one thread's tracker (the main thread's, or a worker's: see tracker.py)."""
-        return (_CompileSafeMode if "torch._dynamo" in sys.modules else _Mode)(self, tracker)
+    def _lane(self, view: ThreadView) -> _Mode:
+        """The modes that count for one thread (the home thread, or a worker: see tracker.py)."""
+        lane = self._lanes.get(view)
+        if lane is None:
+            lane = (_CompileSafeMode if "torch._dynamo" in sys.modules else _Mode)(self, view)
+            if self._fast_path:
+                lane.function_mode = _FunctionMode(lane)
+            self._lanes[view] = lane
+        return lane
 
-    # -- called by the dispatch mode -----------------------------------------
+    def _push(self, lane: _Mode) -> None:
+        if lane.function_mode is not None:
+            push_function(lane.function_mode)
+        else:
+            push_dispatch(lane)
+
+    def _pop(self, lane: _Mode) -> None:
+        if lane.function_mode is not None:
+            pop_function_if_top(lane.function_mode)
+        else:
+            pop_dispatch_if_top(lane)
+
+    # -- tracker events ------------------------------------------------------
+    def thread_enter(self, view: ThreadView) -> None:
+        self._push(self._lane(view))
+
+    def thread_exit(self, view: ThreadView) -> None:
+        lane = self._lanes.get(view)
+        if lane is not None:
+            pop_dispatch_if_top(lane)
+            self._pop(lane)
+
+    def module_enter(self, view: ThreadView, frame: Frame, module: torch.nn.Module, args: tuple) -> Any:
+        lane = self._lanes.get(view)
+        if lane is None:
+            return None
+        if lane.suppress:
+            lane.suppress += 1
+            return _INSIDE
+        self._events += 1
+        name = frame.name
+        if name not in self._types:
+            self._types[name] = type(module).__name__
+        if self._has_module_formulas:
+            entry = self._module_formula(type(module))
+            if entry is not None:
+                lane.suppress = 1
+                return entry
+        if lane.function_mode is not None and isinstance(module, _FUNCTION_MODE_SENSITIVE) \
+                and pop_function_if_top(lane.function_mode):
+            push_dispatch(lane)
+            return _SWITCHED
+        return None
+
+    def module_exit(self, view: ThreadView, frame: Frame, module: torch.nn.Module, args: tuple,
+                    output: Any) -> None:
+        token = frame.token
+        if token is None:
+            return
+        lane = self._lanes[view]
+        if token is _INSIDE:
+            lane.suppress -= 1
+        elif token is _SWITCHED:
+            pop_dispatch_if_top(lane)
+            if lane.suppress < _CLOSED:
+                push_function(lane.function_mode)
+        elif lane.suppress < _CLOSED:
+            lane.suppress = 0
+            if output is not None:
+                fn, category = token
+                self._record_module_formula(lane, module, fn, category, args, output)
+
+    def _module_formula(self, module_type: type) -> Any:
+        try:
+            return self._module_formulas[module_type]
+        except KeyError:
+            entry = self._module_formulas[module_type] = self.registry.lookup_module(module_type)
+            return entry
+
+    # -- called by the modes and handlers --------------------------------------
     def _selected(self, category: str) -> bool:
         return self.ops == "all" or category not in _NOT_MATMUL_BUILTIN
 
-    def _resolve(self, func: Any) -> Any:
-        packet = func._overloadpacket
-        entry = self.registry.lookup_op(packet)
-        if entry is None:
-            try:
-                composite = torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
-            except Exception:  # pragma: no cover
-                composite = False
-            handler: Any = _DECOMPOSE if composite else _UNCOUNTED
-        elif isinstance(entry, str):
-            collective = func.namespace in _COLLECTIVE_NAMESPACES and packet.__name__ not in _NO_PAYLOAD
-            handler = _COLLECTIVE if collective else _PASS
-        else:
-            fn, category = entry
-            handler = (fn, category, str(packet)) if self._selected(category) else _PASS
-        self._handlers[func] = handler
+    def resolve(self, func: Any) -> Any:
+        handler = self.handlers[func] = resolve(func, self.registry, self._selected)
         return handler
 
-    def _record(self, tracker: Any, label: str, category: str, flops: Any, out: Any) -> None:
-        # Worker threads (DataParallel replicas) and autograd's per-device backward threads may record
-        # at the same time: one update at a time. The counting thread's forward needs no lock.
-        node = _current_node()
-        if tracker.worker or node is not None:
-            with self._lock:
-                self._record_unlocked(tracker, node, label, category, flops, out)
-        else:
-            self._record_unlocked(tracker, node, label, category, flops, out)
+    def probe(self, lane: _Mode, func: Any, args: tuple, kwargs: dict, key: Any) -> Any:
+        """Run one function call under the dispatch mode; keep its trace under ``key`` if it can be replayed."""
+        trace = _Trace() if key is not None else None
+        saved, lane.trace = lane.trace, trace
+        events = self._events
+        push_dispatch(lane)
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            pop_dispatch_if_top(lane)
+            lane.trace = saved
+        if trace is not None and trace.ok and events == self._events:
+            self.traces[key] = trace
+        return out
 
-    def _record_unlocked(self, tracker: Any, node: Any, label: str, category: str, flops: Any, out: Any) -> None:
-        if type(flops) is int:
-            if not flops:
-                return
-            total = flops
-            by_cat = self._by_category
-            by_cat[category] = by_cat.get(category, 0) + flops
-        else:
-            total = 0
-            by_cat = self._by_category
-            for cat, value in flops.items():
-                if value and self._selected(cat):
-                    by_cat[cat] = by_cat.get(cat, 0) + int(value)
-                    total += int(value)
-            if not total:
-                return
-        if node is None:
-            parts = getattr(flops, "parts", None)
-            if parts is not None and self._record_parts(tracker, label, flops):
+    def replay(self, lane: _Mode, trace: _Trace, out: Any) -> None:
+        path = lane.view.path
+        stacks, by_cat = self._stacks, self._by_category
+        with self._lock:
+            for label, cats, total in trace.charges:
+                for cat, value in cats:
+                    by_cat[cat] = by_cat.get(cat, 0) + value
                 self._forward += total
-                self._record_device(out)
-                return
-            key = (tracker.path, label)
-            self._forward += total
-        else:
-            key = (tracker.backward_path(node), label + " (backward)")
-            self._backward += total
-        self._stacks[key] = self._stacks.get(key, 0) + total
-        self._record_device(out)
+                key = (path, label)
+                stacks[key] = stacks.get(key, 0) + total
+            for name in trace.uncounted:
+                self._uncounted[name] += 1
+        if trace.charges:
+            self._record_device(out)
 
-    def _record_parts(self, tracker: Any, label: str, flops: Any) -> bool:
-        """Charge a fused op's parts to the children of the running module (formulas/attention.Parts)."""
-        if not tracker.stack:
+    def charge(self, lane: _Mode, label: str, category: str, flops: Any, out: Any) -> None:
+        """Charge an op's FLOPs (an int, a ``{category: FLOPs}`` mapping or a :class:`Split`)."""
+        node = current_autograd_node()
+        with self._lock:
+            if type(flops) is int:
+                if not flops:
+                    return
+                cats: tuple[tuple[str, int], ...] = ((category, flops),)
+                total = flops
+            else:
+                split = _as_split(flops)
+                totals = split.totals() if split is not None else flops
+                cats = tuple((c, int(v)) for c, v in totals.items() if v and self._selected(c))
+                total = sum(v for _, v in cats)
+                if not total:
+                    return
+                if split is not None and node is None and self._charge_split(lane, label, split):
+                    self._add_categories(cats)
+                    self._forward += total
+                    self._record_device(out)
+                    return
+            self._add_categories(cats)
+            trace = lane.trace
+            if node is None:
+                key = (lane.view.path, label)
+                self._forward += total
+                if trace is not None:
+                    trace.charges.append((label, cats, total))
+            else:
+                key = (self._tracker.backward_path(node), label + " (backward)")
+                self._backward += total
+                if trace is not None:
+                    trace.ok = False
+            self._stacks[key] = self._stacks.get(key, 0) + total
+            self._record_device(out)
+
+    def _add_categories(self, cats: Iterable[tuple[str, int]]) -> None:
+        by_cat = self._by_category
+        for cat, value in cats:
+            by_cat[cat] = by_cat.get(cat, 0) + value
+
+    def _charge_split(self, lane: _Mode, label: str, split: Split) -> bool:
+        """Charge a fused op's parts to the children of the running module, if it has them all."""
+        view = lane.view
+        if not view.stack:
             return False
-        inner = tracker.stack[-1]
-        children = {child: f"{inner}.{child}" for child in flops.parts if child}
-        known = tracker.known_names()
+        if lane.trace is not None:
+            lane.trace.ok = False  # the split depends on the module running it
+        inner = view.stack[-1].name
+        children = {child: f"{inner}.{child}" for child in split.parts if child}
+        known = self._tracker.known_names()
         if not all(name in known for name in children.values()):
             return False
-        for child, part in flops.parts.items():
+        for child, part in split.parts.items():
             value = sum(v for cat, v in part.items() if self._selected(cat))
             if child:
                 name = children[child]
-                if name not in tracker.types:  # listed like a child that ran, even at 0 FLOPs
-                    tracker.types[name] = flops.types.get(child, "")
-                    self._seen_module(name)
+                if name not in self._types:  # listed like a child that ran, even at 0 FLOPs
+                    self._types[name] = split.types.get(child, "")
             if not value:
                 continue
-            if child:
-                key = (f"{tracker.path};{name}", label)
-            else:
-                key = (tracker.path, label)
+            key = (f"{view.path};{name}", label) if child else (view.path, label)
             self._stacks[key] = self._stacks.get(key, 0) + value
         return True
 
@@ -365,7 +527,7 @@ class FlopCounter:
         if device is not None:
             self._devices.add(device)
 
-    def _record_collective(self, func: Any, args: tuple) -> None:
+    def note_collective(self, func: Any, args: tuple) -> None:
         """Bytes of a collective's payload: its first argument (the tensors it reduces, sends or fills)."""
         from torch.utils._pytree import tree_leaves
 
@@ -374,85 +536,13 @@ class FlopCounter:
         with self._lock:
             self._collective_bytes[label] = self._collective_bytes.get(label, 0) + payload
 
-    def _record_uncounted(self, func: Any) -> None:
+    def note_uncounted(self, lane: _Mode, name: str) -> None:
         with self._lock:
-            self._uncounted[str(func._overloadpacket)] += 1
-            self._uncounted_calls += 1
+            self._uncounted[name] += 1
+        if lane.trace is not None:
+            lane.trace.uncounted.append(name)
 
-    # -- called by the tracker ---------------------------------------------
-    def _seen_module(self, name: str) -> None:
-        self._by_module_seen[name] = None
-
-    def _module_formula(self, module_type: type) -> Any:
-        if not self._has_module_formulas:
-            return None
-        try:
-            return self._module_formulas[module_type]
-        except KeyError:
-            entry = self._module_formulas[module_type] = self.registry.lookup_module(module_type)
-            return entry
-
-    def _fast_spec(self, module: torch.nn.Module) -> Any:
-        """(formula, input rank, config key) if calls of this exact module type may take the fast path."""
-        if not self._fast_path:
-            return None
-        spec = _FAST_TYPES.get(type(module))
-        if spec is None:
-            return None
-        if spec[0] is not _zero_fast:
-            return spec[0], spec[1], None
-        # What selects the ops a zero-cost module runs: its type and scalar settings (inplace, eps, ...),
-        # read with one attrgetter per type.
-        getter = _SETTINGS.get(type(module))
-        if getter is None:
-            names = [k for k, v in module.__dict__.items() if type(v) in _CONFIG_TYPES and k != "training"]
-            getter = _SETTINGS[type(module)] = operator.attrgetter(*names) if names else (lambda m: ())
-        return spec[0], spec[1], (type(module), getter(module))
-
-    def _fast_formula(self, module: torch.nn.Module, args: tuple, spec: Any, mode: _Mode) -> Any:
-        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
-                or module._backward_pre_hooks or len(args) != 1:
-            return None
-        x = args[0]
-        fn, rank, config = spec
-        if type(x) is not torch.Tensor or (rank is not None and x.dim() != rank) or x.is_nested:
-            return None
-        n = _len_stack()
-        if not n or _stack_at(n - 1) is not mode:
-            return None
-        if fn is _zero_fast:
-            # Skipping the ops of e.g. nn.ReLU is only exact if none of them is uncounted: the first call of
-            # each signature runs through the dispatch mode as a probe (a tuple), later ones take the fast path.
-            key = (config, module.training, _grad_enabled(), x.dtype, x.device, x.dim(), x.requires_grad)
-            known = self._zero_known.get(key)
-            if known is None:
-                return (key, self._uncounted_calls, self._forward, self._backward)
-            if not known:
-                return None
-        _pop_stack(None)
-        return fn
-
-    def _end_probe(self, probe: tuple, output: Any) -> None:
-        key, uncounted, forward, backward = probe
-        if output is not None:
-            self._zero_known[key] = (uncounted, forward, backward) == (
-                self._uncounted_calls, self._forward, self._backward)
-        device = getattr(output, "device", None)
-        if device is not None:
-            self._devices.add(device)
-
-    def _record_module(self, tracker: Any, module: torch.nn.Module, fast: Any, args: tuple, output: Any) -> None:
-        if fast is _zero_fast:
-            self._devices.add(output.device)
-            return
-        x = args[0]
-        key = (id(module), x.shape)
-        result = self._fast_cache.get(key)
-        if result is None:
-            result = self._fast_cache[key] = fast(module, x, output)
-        self._record(tracker, result[0], result[1], result[2], output)
-
-    def _record_module_formula(self, tracker: Any, module: torch.nn.Module, fn: Any, category: str,
+    def _record_module_formula(self, lane: _Mode, module: torch.nn.Module, fn: Any, category: str,
                                args: tuple, output: Any) -> None:
         try:
             flops = fn(module, args, output)
@@ -464,7 +554,7 @@ class FlopCounter:
             raise FormulaError(
                 f"the module formula for {type(module).__name__} returned {flops!r}: expected an int FLOP count"
             )
-        self._record(tracker, f"{type(module).__name__} (module formula)", category, flops, output)
+        self.charge(lane, f"{type(module).__name__} (module formula)", category, flops, output)
 
     # -- result --------------------------------------------------------------
     def _parameters(self) -> tuple[int, int]:
@@ -473,7 +563,7 @@ class FlopCounter:
             roots = (self.model,)
         else:
             roots = self._tracker.roots.values()
-        seen: set[int] = set()
+        seen: set[int] = set()  # parameters stay alive through their modules while this runs
         total = trainable = 0
         for root in roots:
             for p in root.parameters():
@@ -488,18 +578,18 @@ class FlopCounter:
     def _module_params(self, ran: Mapping[str, int]) -> dict[str, int]:
         """Parameters of each module that ran (children included), for the report's params view."""
         roots: Iterable[torch.nn.Module] = (self.model,) if self.model is not None else self._tracker.roots.values()
-        names = self._tracker.names
+        tracker = self._tracker
         out: dict[str, int] = {}
         for root in roots:
             for sub in root.modules():
-                name = names.get(id(sub))
+                name = tracker.name_of(sub)
                 if name in ran and name not in out:
                     out[name] = sum(p.numel() for p in sub.parameters())
         return out
 
     def _measure(self) -> Measurement:
         tracker = self._tracker
-        by_module: dict[str, int] = dict.fromkeys(self._by_module_seen, 0)
+        by_module: dict[str, int] = dict.fromkeys(self._types, 0)
         by_op: dict[str, int] = {}
         stacks: dict[str, int] = {}
         split_cache: dict[str, list[str]] = {}
@@ -512,10 +602,14 @@ class FlopCounter:
                 names = split_cache[path] = list(dict.fromkeys(path.split(";"))) if path else []
             for name in names:
                 by_module[name] = by_module.get(name, 0) + flops
+        types = dict(self._types)
+        for name in by_module:
+            if name not in types and name in tracker.types:
+                types[name] = tracker.types[name]
         if self.model is not None:
-            name = tracker.names.get(id(self.model), type(self.model).__name__)
+            name = tracker.name_of(self.model, type(self.model).__name__)
         elif len(tracker.roots) == 1:
-            name = tracker.names[next(iter(tracker.roots))]
+            name = tracker.name_of(next(iter(tracker.roots.values())))
         else:
             name = "FlopCounter"
         params, trainable = self._parameters()
@@ -534,13 +628,23 @@ class FlopCounter:
             by_category=dict(sorted(self._by_category.items(), key=lambda kv: -kv[1])),
             uncounted=dict(sorted(self._uncounted.items())),
             devices=devices,
-            module_types=dict(tracker.types),
+            module_types=types,
             module_params=self._module_params(by_module),
             stacks=stacks,
             ops=self.ops,
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
+
+
+def _as_split(flops: Any) -> Split | None:
+    """A fused op's split: a :class:`Split`, or a mapping that carries ``parts``/``types`` (the older form)."""
+    if isinstance(flops, Split):
+        return flops
+    parts = getattr(flops, "parts", None)
+    if parts is not None:
+        return Split(parts, getattr(flops, "types", None))
+    return None
 
 
 def device_name(device: Any) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "register_module_formula",
     "register_zero_cost",
     "resolve_op",
+    "Split",
 ]
 
 #: Categories counted with the default ``ops="matmul"``; MACs are half their FLOPs.
@@ -42,6 +43,31 @@ ModuleFormula = Callable[[torch.nn.Module, tuple, Any], int]
 OpLike = Union[torch._ops.OpOverloadPacket, torch._ops.OpOverload, str, Any]
 
 _ZERO = "zero"
+
+
+class Split:
+    """What a formula returns for a fused op whose work belongs to several child modules.
+
+    ``parts`` maps a child's name relative to the module running the op (``""``
+    for that module itself) to ``{category: FLOPs}``; ``types`` gives the class
+    name of each child, for children that do not run as modules of their own.
+    The counter charges each part to its child when the running module has
+    that child, and everything to the module otherwise.
+    """
+
+    __slots__ = ("parts", "types")
+
+    def __init__(self, parts: Mapping[str, Mapping[str, int]], types: Mapping[str, str] | None = None) -> None:
+        self.parts = {child: dict(flops) for child, flops in parts.items()}
+        self.types = dict(types or {})
+
+    def totals(self) -> dict[str, int]:
+        """FLOPs by category over every part."""
+        totals: dict[str, int] = {}
+        for flops in self.parts.values():
+            for category, value in flops.items():
+                totals[category] = totals.get(category, 0) + value
+        return totals
 
 
 def resolve_op(op: OpLike) -> Any:
@@ -80,7 +106,17 @@ class Registry:
         self.parent = parent
         self._ops: dict[Any, tuple[OpFormula, str] | str] = {}
         self._modules: dict[type, tuple[ModuleFormula, str]] = {}
-        self.user_op_formulas: bool = False if parent is None else parent.user_op_formulas
+        self._user: set[Any] = set()  # ops whose formula a user registered here (not a built-in one)
+
+    @property
+    def user_op_formulas(self) -> bool:
+        """Whether a user registered an op formula here or in a parent (now: parents may change later)."""
+        registry: Registry | None = self
+        while registry is not None:
+            if registry._user:
+                return True
+            registry = registry.parent
+        return False
 
     def child(self) -> "Registry":
         return Registry(self)
@@ -89,17 +125,22 @@ class Registry:
     def register_op_formula(self, op: OpLike, fn: OpFormula, category: str = "custom", *, _builtin: bool = False) -> OpFormula:
         if not callable(fn):
             raise TypeError(f"formula for {op!r} must be callable, got {fn!r}")
-        self._ops[resolve_op(op)] = (fn, _check_category(category))
-        if not _builtin:
-            self.user_op_formulas = True
+        key = resolve_op(op)
+        self._ops[key] = (fn, _check_category(category))
+        if _builtin:
+            self._user.discard(key)
+        else:
+            self._user.add(key)
         return fn
 
     def register_zero_cost(self, *ops: OpLike) -> None:
         for op in ops:
             try:
-                self._ops[resolve_op(op)] = _ZERO
+                key = resolve_op(op)
             except ValueError:
                 continue  # an op this torch build does not have
+            self._ops[key] = _ZERO
+            self._user.discard(key)
 
     def register_module_formula(self, module_type: type, fn: ModuleFormula, category: str = "custom") -> ModuleFormula:
         if not (isinstance(module_type, type) and issubclass(module_type, torch.nn.Module)):
@@ -119,6 +160,7 @@ class Registry:
                 except ValueError:
                     continue
                 self._ops[key] = (fn, category)
+                self._user.discard(key)
             return fn
 
         return deco
@@ -132,6 +174,15 @@ class Registry:
                 return entry
             registry = registry.parent
         return None
+
+    def is_user_op(self, key: Any) -> bool:
+        """Whether the formula that ``lookup_op(key)`` finds was registered by a user (it may read values)."""
+        registry: Registry | None = self
+        while registry is not None:
+            if key in registry._ops:
+                return key in registry._user
+            registry = registry.parent
+        return False
 
     def lookup_module(self, module_type: type) -> tuple[ModuleFormula, str] | None:
         for klass in module_type.__mro__:

@@ -1,85 +1,180 @@
-"""Which module is running: global module hooks, qualified names, and the
-forward intervals that let backward ops be charged to the module that
-created them.
+"""Which module is running: a service that knows nothing about counting.
 
-The tracker keeps a stack of qualified module names while forward runs. For
-backward, each module call records the range of autograd sequence numbers
-created inside it; the autograd node that runs a backward op carries its
-sequence number, so the innermost range that holds it names the module.
+:class:`ModuleTracker` installs global module hooks and keeps, per thread, the
+stack of running module calls (:class:`Frame`) with their qualified names
+(``layers.3.attn``, the root named by its class), in the manner of
+``torch.distributed._tools.mod_tracker.ModTracker``. Subscribers get events:
+``module_enter(view, frame, module, args)`` (its return value is kept as
+``frame.token``), ``module_exit(view, frame, module, args, output)``, and
+``thread_enter(view)`` / ``thread_exit(view)`` around a worker thread's
+outermost adopted call (on that thread).
 
-Threads: the dispatch mode is thread-local, the module hooks are global. A
-thread that calls modules while the counting thread is itself inside a module
-(``nn.DataParallel`` runs its replicas in threads from its ``forward``) gets
-a worker tracker of its own, which pushes a dispatch mode in that thread for
-its outermost module call; its modules are named under the counting thread's
-current module (a replica of ``module`` is named ``module``). Other threads
-are left alone.
+Backward attribution: each module call under grad records an interval of the
+autograd sequence numbers made inside it, with its parent interval; the node
+that runs a backward op carries its sequence number, so the innermost interval
+that holds it is found by one bisection and a walk up the parents (at most
+the nesting depth), never a scan of the history.
+
+Threads: the thread that installs the tracker is its home. Another thread's
+module calls are tracked only while the home thread is inside a module, if
+that thread started after the tracker was installed (``nn.DataParallel``
+starts its replicas' threads from its ``forward``) and has no tracker of its
+own; its modules are named under the home thread's current module (a replica
+of ``module`` is named ``module``). Other threads are left alone. A worker
+call still running when the tracker is removed gets its ``thread_exit`` when
+it ends, on its thread.
+
+Module names and per-module caches hold modules weakly (a module made inside
+``forward`` and freed never lends its name to the next object at its address);
+roots are kept alive for the tracker's lifetime.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+import weakref
+from typing import Any, Callable
 
 import torch
 from torch.nn.modules import module as _module
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .counter import FlopCounter
+from ._torch import sequence_nr
 
-__all__ = ["ModuleTracker"]
+__all__ = ["ModuleTracker", "Frame", "ThreadView"]
 
-_get_seq = torch.autograd._get_sequence_nr
 _get_ident = threading.get_ident
-_push_mode = torch._C._push_on_torch_dispatch_stack
-_len_modes = torch._C._len_torch_dispatch_stack
-_mode_at = torch._C._get_dispatch_stack_at
-
-
-def _pop_mode(mode: Any) -> None:
-    """Pop ``mode`` if it is on top of this thread's dispatch stack."""
-    n = _len_modes()
-    if n and _mode_at(n - 1) is mode:
-        torch._C._pop_torch_dispatch_stack(None)
 _grad_enabled = torch.is_grad_enabled
+_OPEN = 1 << 62
+#: Per thread: how many trackers this thread has installed (a thread with its own is never adopted).
+_local = threading.local()
 
-# Frame kinds
-_PLAIN, _FORMULA, _FAST, _INSIDE_FORMULA, _PROBE = 0, 1, 2, 3, 4
+
+class Frame:
+    """One running module call."""
+
+    __slots__ = ("module", "name", "path", "outer", "interval", "token")
+
+    def __init__(self, module: torch.nn.Module, name: str, path: str, outer: str, interval: int) -> None:
+        self.module = module
+        self.name = name
+        self.path = path  # ";"-joined names of the calls on the stack, this one last
+        self.outer = outer  # the path before this call
+        self.interval = interval  # index of its backward interval, -1 when grad was off
+        self.token: Any = None  # what the enter subscriber returned
+
+
+class ThreadView:
+    """The tracker's state for one thread: its stack of calls and its backward intervals."""
+
+    __slots__ = ("ident", "thread", "worker", "stack", "path", "base_path", "base_name",
+                 "starts", "ends", "paths", "parents", "open", "steps")
+
+    def __init__(self, ident: int, thread: Any, worker: bool) -> None:
+        self.ident = ident
+        self.thread = thread
+        self.worker = worker
+        self.stack: list[Frame] = []
+        self.path = ""
+        self.base_path = ""  # a worker's: the home thread's path when it was adopted
+        self.base_name = ""  # a worker's: the home thread's innermost module then
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.paths: list[str] = []
+        self.parents: list[int] = []
+        self.open = -1  # the innermost open interval
+        self.steps = 0  # intervals visited by lookups: the work backward attribution did
+
+    def push_interval(self, path: str) -> int:
+        index = len(self.starts)
+        self.starts.append(sequence_nr())
+        self.ends.append(_OPEN)
+        self.paths.append(path)
+        self.parents.append(self.open)
+        self.open = index
+        return index
+
+    def close_interval(self, index: int) -> None:
+        self.ends[index] = sequence_nr()
+        self.open = self.parents[index]
+
+    def lookup(self, seq: int) -> str:
+        """The path of the innermost call whose interval holds sequence number ``seq`` ("" if none)."""
+        i = bisect.bisect_right(self.starts, seq) - 1
+        ends, parents = self.ends, self.parents
+        while i >= 0:
+            self.steps += 1
+            if seq < ends[i]:
+                return self.paths[i]
+            i = parents[i]
+        return ""
 
 
 class ModuleTracker:
-    """Global forward hooks that maintain the current module path for one counter."""
+    """Global module hooks that say which module runs, on which thread, for the subscribers."""
 
-    def __init__(self, counter: "FlopCounter", root: torch.nn.Module | None = None,
-                 main: "ModuleTracker | None" = None) -> None:
-        self.counter = counter
-        self.main = main  # the counting thread's tracker, for a worker thread's
-        self.worker = main is not None
-        self.mode: Any = None  # this thread's dispatch mode (set by the counter)
-        self.workers: dict[int, ModuleTracker] = {}
-        # naming is shared by every thread's tracker of one counter
-        self.names: dict[int, str] = main.names if main else {}
-        self.types: dict[str, str] = main.types if main else {}
-        self.roots: dict[int, torch.nn.Module] = main.roots if main else {}
-        self.stack: list[str] = []
-        self.path = ""  # ";".join(stack), the key ops are charged to
-        self.frames: list[tuple[Any, ...]] = []
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.call_paths: list[str] = []
-        self.suppress = 0
-        self._thread = _get_ident()
+    def __init__(self, root: torch.nn.Module | None = None) -> None:
+        self.names: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+        self.types: dict[str, str] = {}  # name -> class name, of every module that ran
+        self.roots: dict[int, torch.nn.Module] = {}  # kept alive: ids stay valid while the tracker lives
+        self.home = ThreadView(_get_ident(), threading.current_thread(), worker=False)
+        self._views: dict[int, ThreadView] = {}  # worker threads by ident (the live ones)
+        self._workers: list[ThreadView] = []  # every worker view, for backward attribution
+        self._root_names: dict[str, int] = {}
+        self._all_names: set[str] = set()
+        self._enter: list[Callable[..., Any]] = []
+        self._exit: list[Callable[..., Any]] = []
+        self._thread_enter: list[Callable[[ThreadView], None]] = []
+        self._thread_exit: list[Callable[[ThreadView], None]] = []
         self._handles: list[Any] = []
+        self._preexisting: set[Any] = set()
         self._backward_cache: dict[int, str] = {}
-        self._root_names: dict[str, int] = main._root_names if main else {}
-        self._info: dict[int, tuple[str, Any, Any]] = main._info if main else {}
-        self._known: tuple[int, set[str]] | None = None
-        self._base = ("", "")  # a worker's (path, name) of the counting thread's module it works for
         if root is not None:
             self._add_root(root)
 
+    def subscribe(self, listener: Any) -> None:
+        """Call ``listener``'s ``module_enter``/``module_exit``/``thread_enter``/``thread_exit`` (those it has)."""
+        for name, hooks in (("module_enter", self._enter), ("module_exit", self._exit),
+                            ("thread_enter", self._thread_enter), ("thread_exit", self._thread_exit)):
+            fn = getattr(listener, name, None)
+            if fn is not None:
+                hooks.append(fn)
+
+    # -- install / remove ---------------------------------------------------
+    def install(self) -> None:
+        _Sweeper.collect()
+        if self.home.ident != _get_ident():
+            raise RuntimeError("a ModuleTracker is installed by the thread that made it")
+        self._preexisting = set(threading.enumerate())
+        _local.trackers = getattr(_local, "trackers", 0) + 1
+        self._handles = [
+            _module.register_module_forward_pre_hook(self._pre),
+            _module.register_module_forward_hook(self._post, always_call=True),
+        ]
+
+    def remove(self) -> None:
+        """Remove the hooks; worker calls still running get their ``thread_exit`` when they end."""
+        for handle in self._handles:
+            handle.remove()
+        if self._handles:
+            _local.trackers = max(0, getattr(_local, "trackers", 1) - 1)
+        self._handles = []
+        self.home.stack.clear()
+        self.home.path = ""
+        running = [view for view in self._views.values() if view.stack]
+        if running:
+            _Sweeper(running, list(self._thread_exit))
+
+    def view(self) -> ThreadView | None:
+        """The calling thread's view, if the tracker follows this thread."""
+        ident = _get_ident()
+        return self.home if ident == self.home.ident else self._views.get(ident)
+
     # -- naming -------------------------------------------------------------
+    def _set_name(self, module: torch.nn.Module, name: str) -> None:
+        self.names[module] = name
+        self._all_names.add(name)
+
     def _add_root(self, module: torch.nn.Module) -> str:
         base = type(module).__name__
         n = self._root_names.get(base, 0) + 1
@@ -89,163 +184,103 @@ class ModuleTracker:
         self.roots[id(module)] = module
         names = self.names
         for sub_name, sub in module.named_modules():
-            if sub_name and id(sub) not in names:
-                names[id(sub)] = prefix + sub_name
-        names[id(module)] = name
+            if sub_name and sub not in names:
+                self._set_name(sub, prefix + sub_name)
+        self._set_name(module, name)
         return name
 
-    def _name(self, module: torch.nn.Module) -> str:
-        name = self.names.get(id(module))
-        if name is None:
-            if not self.stack and self.worker:
-                name = self._add_worker_root(module)
-            elif not self.stack:
-                name = self._add_root(module)
-            else:
-                parent = self.stack[-1]
-                if len(self.stack) == 1:  # child of a root: names are relative to it
-                    name = type(module).__name__
-                else:
-                    name = f"{parent}.{type(module).__name__}"
-                self.names[id(module)] = name
-        return name
-
-    def _add_worker_root(self, module: torch.nn.Module) -> str:
-        """Name a worker thread's outermost module under the module the counting thread is in."""
-        parent = self._base[1]
+    def _add_worker_root(self, view: ThreadView, module: torch.nn.Module) -> str:
+        """Name a worker thread's outermost module under the module the home thread is in."""
+        parent = view.base_name
         own = "module" if getattr(module, "_is_replica", False) else type(module).__name__
-        name = own if parent in {self.names[i] for i in self.roots} else f"{parent}.{own}"
-        names = self.names
+        root_names = {self.names.get(m) for m in self.roots.values()}
+        name = own if parent in root_names else f"{parent}.{own}"
         for sub_name, sub in module.named_modules():
-            names[id(sub)] = f"{name}.{sub_name}" if sub_name else name
+            self._set_name(sub, f"{name}.{sub_name}" if sub_name else name)
         return name
+
+    def _name(self, view: ThreadView, module: torch.nn.Module) -> str:
+        stack = view.stack
+        if not stack:
+            return self._add_worker_root(view, module) if view.worker else self._add_root(module)
+        name = type(module).__name__ if len(stack) == 1 else f"{stack[-1].name}.{type(module).__name__}"
+        self._set_name(module, name)
+        return name
+
+    def name_of(self, module: torch.nn.Module, default: str = "") -> str:
+        return self.names.get(module, default)
 
     def known_names(self) -> set[str]:
-        """Every module name given so far (cached until new names are added)."""
-        if self._known is None or self._known[0] != len(self.names):  # names are only ever added
-            self._known = (len(self.names), set(self.names.values()))
-        return self._known[1]
+        """Every module name given so far."""
+        return self._all_names
 
     # -- threads ------------------------------------------------------------
-    def _worker(self, ident: int) -> "ModuleTracker | None":
-        """The tracker of another thread, adopted only while this (counting) thread is inside a module."""
-        worker = self.workers.get(ident)
-        if worker is None or not worker.stack:
-            if not self.stack:
-                return None
-            if worker is None:
-                worker = ModuleTracker(self.counter, main=self)
-                worker._thread = ident
-                worker.mode = self.counter._new_mode(worker)
-                self.workers[ident] = worker
-            worker._base = (self.path, self.stack[-1])
-        return worker
+    def _adopt(self, ident: int) -> ThreadView | None:
+        """A view for another thread's outermost call, if this tracker follows it (see the module doc)."""
+        home = self.home
+        if not home.stack or getattr(_local, "trackers", 0) > 0:
+            return None
+        thread = threading.current_thread()
+        if thread in self._preexisting:
+            return None
+        view = self._views.get(ident)
+        if view is None or view.thread is not thread:
+            view = self._views[ident] = ThreadView(ident, thread, worker=True)
+            self._workers.append(view)
+        view.base_path, view.base_name = home.path, home.stack[-1].name
+        view.path = view.base_path
+        return view
 
     # -- hooks --------------------------------------------------------------
-    def install(self) -> None:
-        self._handles = [
-            _module.register_module_forward_pre_hook(self._pre),
-            _module.register_module_forward_hook(self._post, always_call=True),
-        ]
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        # An exception that escaped a fast-path module must not leave our mode popped.
-        while self.frames:
-            frame = self.frames.pop()
-            if frame[0] == _FAST:
-                _push_mode(self.mode)
-
-    def _describe(self, module: torch.nn.Module) -> tuple[str, Any, Any]:
-        """(name, module formula, fast-path spec) of a module, worked out on its first call."""
-        name = self.names.get(id(module)) or self._name(module)
+    def _pre(self, module: torch.nn.Module, args: tuple) -> None:
+        ident = _get_ident()
+        view = self.home
+        adopted = False
+        if ident != view.ident:
+            found = self._views.get(ident)
+            if found is None or not found.stack:
+                found = self._adopt(ident)
+                if found is None:
+                    return
+                adopted = True
+            view = found
+        name = self.names.get(module)
+        if name is None:
+            name = self._name(view, module)
         if name not in self.types:
             self.types[name] = type(module).__name__
-            self.counter._seen_module(name)
-        counter = self.counter
-        info = (name, counter._module_formula(type(module)), counter._fast_spec(module))
-        self._info[id(module)] = info
-        return info
-
-    def _pre(self, module: torch.nn.Module, args: tuple) -> None:
-        if _get_ident() != self._thread:
-            worker = self._worker(_get_ident()) if not self.worker else None
-            if worker is not None:
-                worker._pre(module, args)
-            return
-        if self.suppress:
-            self.suppress += 1
-            self.frames.append((_INSIDE_FORMULA, module))
-            return
-        info = self._info.get(id(module))
-        if info is None:
-            info = self._describe(module)
-        name, formula, spec = info
-        old_path = self.path
-        if self.worker and not self.stack:  # a worker's outermost call: count its ops in this thread
-            old_path = self._base[0]
-            _push_mode(self.mode)
-        self.stack.append(name)
-        self.path = path = old_path + ";" + name if old_path else name
-        index = -1
-        if _grad_enabled():
-            index = len(self.starts)
-            self.starts.append(_get_seq())
-            self.ends.append(1 << 62)
-            self.call_paths.append(path)
-        if formula is not None:
-            self.suppress = 1
-            self.frames.append((_FORMULA, module, old_path, index, formula))
-            return
-        if spec is not None:
-            fast = self.counter._fast_formula(module, args, spec, self.mode)
-            if fast is not None:
-                # A tuple: a zero-cost module's first call, run through the dispatch mode to check its ops.
-                self.frames.append((_PROBE if type(fast) is tuple else _FAST, module, old_path, index, fast))
-                return
-        self.frames.append((_PLAIN, module, old_path, index))
+        outer = view.path
+        path = outer + ";" + name if outer else name
+        frame = Frame(module, name, path, outer, view.push_interval(path) if _grad_enabled() else -1)
+        view.stack.append(frame)
+        view.path = path
+        if adopted:
+            for fn in self._thread_enter:
+                fn(view)
+        for fn in self._enter:
+            frame.token = fn(view, frame, module, args)
 
     def _post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if _get_ident() != self._thread:
-            worker = self.workers.get(_get_ident()) if not self.worker else None
-            if worker is not None and worker.frames:
-                worker._post(module, args, output)
-            return
-        if not self.frames:
-            return
-        frame = self.frames.pop()
-        kind = frame[0]
-        if kind == _INSIDE_FORMULA:
-            self.suppress -= 1
-            return
-        counter = self.counter
+        ident = _get_ident()
+        view = self.home if ident == self.home.ident else self._views.get(ident)
+        if view is None or not view.stack or view.stack[-1].module is not module:
+            return  # a call that began before the tracker was installed, or on a thread it does not follow
+        frame = view.stack[-1]
         try:
-            if kind == _FAST:
-                _push_mode(self.mode)
-                if output is not None:
-                    fast: Callable[..., Any] = frame[4]
-                    counter._record_module(self, module, fast, args, output)
-            elif kind == _PROBE:
-                counter._end_probe(frame[4], output)
-            elif kind == _FORMULA:
-                self.suppress = 0
-                if output is not None:
-                    fn, category = frame[4]
-                    counter._record_module_formula(self, module, fn, category, args, output)
+            for fn in self._exit:
+                fn(view, frame, module, args, output)
         finally:
-            index = frame[3]
-            if index >= 0:
-                self.ends[index] = _get_seq()
-            self.stack.pop()
-            self.path = frame[2]
-            if self.worker and not self.stack:  # the worker's outermost call is over
-                _pop_mode(self.mode)
+            view.stack.pop()
+            view.path = frame.outer
+            if frame.interval >= 0:
+                view.close_interval(frame.interval)
+            if view.worker and not view.stack:
+                for fn in self._thread_exit:
+                    fn(view)
 
     # -- backward attribution ---------------------------------------------
     def backward_path(self, node: Any) -> str:
-        """The module path of the forward call that created autograd ``node``."""
+        """The module path of the forward call that created autograd ``node`` ("" if none did)."""
         try:
             seq = node._sequence_nr()
         except Exception:  # pragma: no cover - exotic nodes
@@ -253,19 +288,67 @@ class ModuleTracker:
         cached = self._backward_cache.get(seq)
         if cached is not None:
             return cached
-        starts, ends = self.starts, self.ends
-        i = bisect.bisect_right(starts, seq) - 1
-        path = ""
-        while i >= 0:
-            if starts[i] <= seq < ends[i]:
-                path = self.call_paths[i]
-                break
-            i -= 1
-        if not path and self.workers:
-            # created in a worker thread (its own sequence numbers): the first worker whose calls hold it
-            for worker in list(self.workers.values()):
-                path = worker.backward_path(node)
+        path = self.home.lookup(seq)
+        if not path:
+            # made in a worker thread (its own sequence numbers): the first worker whose calls hold it
+            for view in list(self._workers):
+                path = view.lookup(seq)
                 if path:
                     break
         self._backward_cache[seq] = path
         return path
+
+    def lookup_steps(self) -> int:
+        """Intervals visited by backward lookups so far, over all threads (what attribution cost)."""
+        return self.home.steps + sum(view.steps for view in self._workers)
+
+
+class _Sweeper:
+    """Hooks left after a tracker is removed while worker calls still run: ``thread_exit`` when each ends.
+
+    The hooks go once every call has ended: from a pre-hook, or at the next install (never from inside
+    the exception path of ``Module._call_impl``, which iterates the live hook dict).
+    """
+
+    _finished: list["_Sweeper"] = []
+
+    def __init__(self, views: list[ThreadView], exits: list[Callable[[ThreadView], None]]) -> None:
+        self.depth = {view.ident: (view, len(view.stack)) for view in views}
+        self.exits = exits
+        self.handles = [
+            _module.register_module_forward_pre_hook(self._pre),
+            _module.register_module_forward_hook(self._post, always_call=True),
+        ]
+        for view in views:
+            view.stack.clear()
+
+    def _pre(self, module: Any, args: Any) -> None:
+        entry = self.depth.get(_get_ident())
+        if entry is not None:
+            self.depth[entry[0].ident] = (entry[0], entry[1] + 1)
+        if not self.depth:
+            self.close()
+
+    def _post(self, module: Any, args: Any, output: Any) -> None:
+        entry = self.depth.get(_get_ident())
+        if entry is None:
+            return
+        view, depth = entry
+        if depth > 1:
+            self.depth[view.ident] = (view, depth - 1)
+            return
+        del self.depth[view.ident]
+        for fn in self.exits:
+            fn(view)
+        if not self.depth:
+            _Sweeper._finished.append(self)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    @classmethod
+    def collect(cls) -> None:
+        while cls._finished:
+            cls._finished.pop().close()

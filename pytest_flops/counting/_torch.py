@@ -1,0 +1,72 @@
+"""Every private torch API the counting core uses, one line each on what it is for.
+
+Nothing else under ``counting/`` reaches into ``torch._C`` or other private
+names; when torch renames one, this is the one file to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
+    "pop_dispatch", "function_stack_len", "function_stack_at", "push_function", "pop_function",
+    "has_composite_kernel", "any_autocast", "DYNAMIC_TAGS",
+]
+
+#: The autograd node running now (None in forward): a backward op is charged to the module that created it.
+current_autograd_node = torch._C._current_autograd_node
+#: The sequence number the next autograd node made on this thread gets: the bounds of a module call's nodes.
+sequence_nr = torch.autograd._get_sequence_nr
+#: How many dispatch modes this thread has pushed: to pop ours only when it is on top.
+dispatch_stack_len = torch._C._len_torch_dispatch_stack
+#: The dispatch mode at a given depth of this thread's stack: to check that the top one is ours.
+dispatch_stack_at = torch._C._get_dispatch_stack_at
+#: Push a dispatch mode without a ``with`` block: for the length of one function call, or a worker thread's.
+push_dispatch = torch._C._push_on_torch_dispatch_stack
+#: Pop this thread's top dispatch mode (the argument selects an infra mode; None: a user mode).
+pop_dispatch = torch._C._pop_torch_dispatch_stack
+#: How many torch-function modes this thread has pushed: to pop ours only when it is on top.
+function_stack_len = torch._C._len_torch_function_stack
+#: The torch-function mode at a given depth of this thread's stack.
+function_stack_at = torch._C._get_function_stack_at
+#: Push a torch-function mode for a worker thread's module call (a ``with`` block cannot span hooks).
+push_function = torch._C._push_on_torch_function_stack
+#: Pop this thread's top torch-function mode.
+pop_function = torch._C._pop_torch_function_stack
+#: Whether autocast is on for any device: it changes the ops a function runs, so it is part of a call's signature.
+any_autocast = torch._C._is_any_autocast_enabled
+#: Tags of ops whose output shape or value depends on tensor values: a call that ran one is never replayed.
+DYNAMIC_TAGS = frozenset(getattr(torch.Tag, name) for name in ("dynamic_output_shape", "data_dependent_output")
+                         if hasattr(torch.Tag, name))
+
+
+def has_composite_kernel(func: Any) -> bool:
+    """Whether an op decomposes into other ops above autograd (``CompositeImplicitAutograd``)."""
+    try:
+        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"))
+    except Exception:  # pragma: no cover - an op torch cannot look up by name
+        return False
+
+
+def pop_dispatch_if_top(mode: Any) -> bool:
+    """Pop ``mode`` if it is on top of this thread's dispatch stack; whether it was."""
+    n = dispatch_stack_len()
+    if n and dispatch_stack_at(n - 1) is mode:
+        pop_dispatch(None)
+        return True
+    return False
+
+
+def pop_function_if_top(mode: Any) -> bool:
+    """Pop ``mode`` if it is on top of this thread's torch-function stack; whether it was."""
+    n = function_stack_len()
+    if n and function_stack_at(n - 1) is mode:
+        pop_function()
+        return True
+    return False
+
+
+__all__ += ["pop_dispatch_if_top", "pop_function_if_top"]
