@@ -474,7 +474,10 @@ def test_docs_formula_table_is_up_to_date():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     document = gen.FLOPS_MD.read_text(encoding="utf-8")
-    assert gen.splice(document, gen.generate()) == document, "run: python docs/gen_formula_table.py --write"
+    if gen.generated_torch_version(document) != gen.torch_version():
+        pytest.skip(f"docs/flops.md is generated with torch {gen.generated_torch_version(document)}, "
+                    f"this is {gen.torch_version()}")
+    assert gen.update(document) == document, "run: python docs/gen_formula_table.py --write"
 
 
 @pytest.mark.parametrize("opt_cls", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop,

@@ -16,12 +16,14 @@ exception in the model (a shape bug) raises as itself; no other path is tried.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import re
 from typing import Any, Callable, Mapping
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .counter import ComputeFreeError, FlopCounter, FormulaError, UncountedOpsError, device_name
 from .measurement import Measurement
@@ -102,11 +104,76 @@ def _count_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwarg
     """Count without arithmetic: on ``meta`` copies when the model allows it (fastest), else on fake tensors."""
     if module is not None and not _needs_fake(inputs, kwargs):
         try:
-            return _count_on_meta(module, inputs, kwargs, ops, strict, registry, memory)
+            return _shape_fallback(lambda shapes: _count_on_meta(module, inputs, kwargs, ops, strict, registry,
+                                                                  memory, shapes))
         except Exception as exc:
             if not _meta_cannot_express(exc):
                 raise
-    return _count_on_fake(model, module, inputs, kwargs, ops, strict, registry, memory)
+    return _shape_fallback(lambda shapes: _count_on_fake(model, module, inputs, kwargs, ops, strict, registry,
+                                                          memory, shapes))
+
+
+#: Ops whose meta kernels accept fewer dtypes than their CPU or CUDA kernels (``_grouped_mm``: bf16 only).
+_SHAPE_ONLY_OPS = ("_grouped_mm", "_scaled_grouped_mm", "_scaled_grouped_mm_v2")
+
+
+def _shape_fallback(run: Callable[[bool], Measurement]) -> Measurement:
+    """``run(False)``; if a grouped matmul's meta kernel rejected its inputs, ``run(True)``: with the outputs of
+    those ops made from their shapes (their formulas read shapes only). Any other error raises as itself."""
+    try:
+        return run(False)
+    except RuntimeError as exc:
+        if not _failed_in_grouped_mm(exc):
+            raise
+        first = exc
+    try:
+        return run(True)
+    except RuntimeError as exc:
+        if isinstance(exc, GroupedShapeError) or not _failed_in_grouped_mm(exc):
+            raise
+        raise ComputeFreeError(
+            f"count(compute=False) cannot run a grouped matmul on these inputs: torch's meta kernel says "
+            f"{str(first).splitlines()[0]!r}; use compute=True, or bfloat16 weights"
+        ) from exc
+
+
+def _failed_in_grouped_mm(exc: BaseException) -> bool:
+    import traceback
+
+    frames = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+    return any("grouped_mm" in name for name in frames) or "grouped" in str(exc).lower()
+
+
+def _grouped_mm_shape(a: torch.Tensor, b: torch.Tensor, offs: Any) -> list[int]:
+    """The output shape of ``_grouped_mm(a, b, offs)`` (as torch's meta kernel computes it)."""
+    if a.dim() == 2:
+        return [offs.shape[0], a.shape[0], b.shape[1]] if b.dim() == 2 else [a.shape[0], b.shape[-1]]
+    return [a.shape[1], b.shape[1]] if b.dim() == 2 else [a.shape[0], a.shape[1], b.shape[-1]]
+
+
+class GroupedShapeError(RuntimeError):
+    """The shapes of a grouped matmul do not fit (a bug in the model, raised as such)."""
+
+
+class _ShapeOnlyMode(TorchDispatchMode):
+    """Below the counter: a grouped matmul whose meta kernel rejects its dtype returns an empty output of the
+    right shape, so the count goes on (the formula reads shapes only)."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func._overloadpacket.__name__ not in _SHAPE_ONLY_OPS:
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            a, b = args[0], args[1]
+            if a.shape[-1] != (b.shape[0] if b.dim() == 2 else b.shape[-2]):
+                raise GroupedShapeError(f"{func}: mat_a of shape {tuple(a.shape)} and mat_b of shape "
+                                        f"{tuple(b.shape)} cannot be multiplied") from None
+            offs = kwargs.get("offs", args[2] if len(args) > 2 and func._overloadpacket.__name__ == "_grouped_mm"
+                              else args[4] if len(args) > 4 else None)
+            dtype = kwargs.get("out_dtype") or a.dtype
+            return torch.empty(_grouped_mm_shape(a, b, offs), dtype=dtype, device=a.device)
 
 
 def _needs_fake(inputs: tuple, kwargs: dict) -> bool:
@@ -177,7 +244,7 @@ def _copy_module(module: torch.nn.Module, copier: _Copier) -> torch.nn.Module:
 
 
 def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: str, strict: bool,
-                   registry: Registry | None, memory: bool = False) -> Measurement:
+                   registry: Registry | None, memory: bool = False, shapes: bool = False) -> Measurement:
     """Run a copy of ``module`` on ``meta`` copies of its tensors and of the inputs, with ``meta`` as the
     default device."""
     from torch.utils._pytree import tree_map
@@ -186,7 +253,7 @@ def _count_on_meta(module: torch.nn.Module, inputs: tuple, kwargs: dict, ops: st
     meta_inputs, meta_kwargs = tree_map(copier.tensor, (inputs, kwargs))
     twin = _copy_module(module, copier)
     counter = FlopCounter(ops, strict, registry=registry, model=twin, memory=memory, _computed=False)
-    with torch.device("meta"), counter:
+    with torch.device("meta"), _ShapeOnlyMode() if shapes else contextlib.nullcontext(), counter:
         twin(*meta_inputs, **meta_kwargs)
     assert counter.measurement is not None
     return _with_path(counter.measurement, "meta", copier.devices)
@@ -198,7 +265,7 @@ def _with_path(measurement: Measurement, path: str, devices: set[str]) -> Measur
 
 
 def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kwargs: dict, ops: str, strict: bool,
-                   registry: Registry | None, memory: bool = False) -> Measurement:
+                   registry: Registry | None, memory: bool = False, shapes: bool = False) -> Measurement:
     """Run on fake tensors: a copy of ``module`` with fake copies of its tensors, or, for a callable that
     is not a module, the callable itself on fake inputs."""
     from torch._subclasses import fake_tensor as ft
@@ -213,7 +280,7 @@ def _count_on_fake(model: Any, module: torch.nn.Module | None, inputs: tuple, kw
         counter = FlopCounter(ops, strict, registry=registry, model=None if module is None else target,
                               memory=memory, _computed=False)
         try:
-            with counter:
+            with _ShapeOnlyMode() if shapes else contextlib.nullcontext(), counter:
                 target(*inputs, **kwargs)
         except errors as exc:
             op = getattr(exc, "func", None)

@@ -43,7 +43,8 @@ def _sdpa(q: Any, k: Any, v: Any) -> Mapping[str, int]:
 
 @op(aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_fused_attention_overrideable,
     aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_flash_attention,
-    aten._scaled_dot_product_cudnn_attention, category="attention")
+    aten._scaled_dot_product_cudnn_attention, aten._scaled_dot_product_attention_math_for_mps,
+    category="attention")
 def sdpa_flop(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kwargs: Any) -> Mapping[str, int]:
     """Fused SDPA kernels (CPU flash, CUDA flash / memory-efficient / cuDNN, overrideable):
     4·B·H_q·S_q·S_k·D with GQA broadcast; masks and causality do not change the count."""

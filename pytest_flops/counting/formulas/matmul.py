@@ -199,3 +199,147 @@ def cudnn_rnn_flop(input: Any, weights: Any, *args: Any, out: Any = None, **kwar
 def cudnn_rnn_backward_flop(input: Any, weights: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
     """Backward of a cuDNN/MIOpen RNN: twice the forward products."""
     return 2 * _rnn_matmul_flops(input, weights, False)
+
+
+# In-place variants (``x.addmm_(a, b)``): the same work as the out-of-place op.
+op(aten.addmm_, category="matmul")(addmm_flop)
+op(aten.baddbmm_, category="matmul")(baddbmm_flop)
+op(aten.addbmm_, category="matmul")(addbmm_flop)
+op(aten.addmv_, category="matmul")(addmv_flop)
+
+
+def grouped_mm_flops(a: Any, b: Any) -> int:
+    """2·M·K·N of a grouped matmul, from the shapes alone (whatever ``offs`` holds)."""
+    if a.dim() == 2 and b.dim() == 3:  # (M, K) rows split over groups × (G, K, N): the MoE expert forward
+        return 2 * a.shape[0] * a.shape[1] * b.shape[-1]
+    if a.dim() == 3 and b.dim() == 3:  # (G, M, K) × (G, K, N): a batched matmul
+        return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[-1]
+    if a.dim() == 2 and b.dim() == 2:  # (M, K) × (K, N) with K split over groups: the weight gradient
+        return 2 * a.shape[0] * a.shape[1] * b.shape[-1]
+    return 2 * a.shape[1] * a.shape[2] * b.shape[-1]  # (G, M, K) × (K, N) with N split over groups
+
+
+@op(aten._grouped_mm, aten._scaled_grouped_mm, aten._scaled_grouped_mm_v2, category="matmul")
+def grouped_mm_flop(a: Any, b: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """Grouped matmul (the experts of MoE layers): 2·M·K·N, from shapes alone — 2-D ``(M, K)`` × 3-D
+    ``(G, K, N)`` with ``offs`` splitting the rows over groups: 2·M·K·N; 3-D × 3-D (batched): 2·G·M·K·N;
+    2-D × 2-D with ``offs`` splitting K (the weight gradient): 2·M·K·N; 3-D × 2-D splitting N: 2·M·K·N."""
+    return grouped_mm_flops(a, b)
+
+
+@op(aten._scaled_mm_v2, aten._weight_int4pack_mm, aten._weight_int4pack_mm_for_cpu,
+    aten._weight_int4pack_mm_with_scales_and_zeros, aten._weight_int8pack_mm, aten._dyn_quant_matmul_4bit,
+    aten._mixed_dtypes_linear, aten.mkldnn_linear, category="matmul")
+def packed_mm_flop(a: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """A product ``a @ W`` whose weight is scaled, packed or quantized (int4/int8, fp8, oneDNN):
+    2·numel(out)·K, K = the last dimension of ``a``."""
+    return 2 * _numel(_first(out).shape) * a.shape[-1]
+
+
+def _first(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@op(aten._foreach_mm, category="matmul")
+def foreach_mm_flop(a: Any, b: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """Σ 2·m·k·n over the pairs of matrices."""
+    return sum(2 * x.shape[0] * x.shape[1] * y.shape[-1] for x, y in zip(a, b))
+
+
+def _conv_variant(transposed: bool, bias_at: int | None, doc: str) -> Any:
+    def formula(x: Any, w: Any, *args: Any, out: Any = None, **kwargs: Any) -> Mapping[str, int]:
+        output = _first(out)
+        flops = {"conv": _fc.conv_flop_count(x.shape, w.shape, output.shape, transposed=transposed)}
+        bias = args[bias_at] if bias_at is not None and len(args) > bias_at else kwargs.get("bias")
+        if isinstance(bias, torch.Tensor):
+            flops["pointwise"] = _numel(output.shape)
+        return flops
+
+    formula.__name__ = formula.__qualname__ = ("conv_transpose" if transposed else "conv") + "_variant_flop"
+    formula.__doc__ = doc
+    return formula
+
+
+_CONV_DOC = "As ``convolution``: 2·N·C_out·prod(out spatial)·(C_in/groups)·prod(kernel) (+ bias, pointwise)."
+_CONV_T_DOC = "As a transposed ``convolution``: 2·N·C_in·prod(in spatial)·(C_out/groups)·prod(kernel) (+ bias)."
+# Backend and slow-path convolutions: (input, weight, kernel_size, bias, ...) ...
+op(aten._conv_depthwise2d, aten.conv_depthwise3d, aten.slow_conv3d_forward, aten.slow_conv_dilated2d,
+   aten.slow_conv_dilated3d, aten.slow_conv3d, category="conv")(_conv_variant(False, 1, _CONV_DOC))
+op(aten.slow_conv_transpose2d, aten.slow_conv_transpose3d, category="conv")(_conv_variant(True, 1, _CONV_T_DOC))
+# ... (input, weight, bias, ...) ...
+op(aten.cudnn_convolution_relu, aten.miopen_convolution, aten.miopen_depthwise_convolution,
+   aten.miopen_convolution_relu, aten._mps_convolution, aten._nnpack_spatial_convolution,
+   category="conv")(_conv_variant(False, 0, _CONV_DOC))
+op(aten.miopen_convolution_transpose, category="conv")(_conv_variant(True, 0, _CONV_T_DOC))
+# ... (input, weight, z, alpha, bias, ...) and without a bias.
+op(aten.cudnn_convolution_add_relu, aten.miopen_convolution_add_relu, category="conv")(
+    _conv_variant(False, 2, _CONV_DOC))
+op(aten.cudnn_convolution_transpose, aten._mps_convolution_transpose, category="conv")(
+    _conv_variant(True, None, _CONV_T_DOC))
+
+
+@op(aten.conv_tbc, category="conv")
+def conv_tbc_flop(x: Any, w: Any, bias: Any = None, *args: Any, out: Any = None, **kwargs: Any) -> Mapping[str, int]:
+    """Time-batch-channel 1-d convolution, input ``(T, B, C_in)``, weight ``(K, C_in, C_out)``:
+    2·T_out·B·C_out·C_in·K, + T_out·B·C_out pointwise for the bias."""
+    t_out, batch, c_out = out.shape
+    return {"conv": 2 * t_out * batch * c_out * w.shape[1] * w.shape[0], "pointwise": t_out * batch * c_out}
+
+
+def _conv_backward(transposed: bool, grad_first: bool, doc: str) -> Any:
+    def formula(*args: Any, out: Any = None, **kwargs: Any) -> int:
+        grad, x, w = (args[0], args[1], args[2]) if grad_first else (args[1], args[0], args[2])
+        mask = next((a for a in reversed(args) if isinstance(a, (list, tuple)) and len(a) == 3
+                     and all(isinstance(m, bool) for m in a)), (True, True, True))
+        flops = 0
+        if mask[0]:  # input gradient: a convolution of the gradient with the weight
+            flops += _fc.conv_flop_count(grad.shape, w.shape, x.shape, transposed=not transposed)
+        if mask[1]:  # weight gradient
+            flops += _fc.conv_flop_count(x.shape, w.shape, grad.shape, transposed=transposed)
+        return flops
+
+    formula.__name__ = formula.__qualname__ = "conv_variant_backward_flop"
+    formula.__doc__ = doc
+    return formula
+
+
+_CONV_BACKWARD_DOC = ("As ``convolution_backward``: the input gradient and the weight gradient each cost what the "
+                      "forward convolution costs, as ``output_mask`` asks.")
+op(aten._slow_conv2d_backward, aten.convolution_backward_overrideable, category="conv")(
+    _conv_backward(False, True, _CONV_BACKWARD_DOC))
+op(aten.mps_convolution_backward, category="conv")(_conv_backward(False, False, _CONV_BACKWARD_DOC))
+
+
+@op(aten.linear_backward, aten.mkldnn_linear_backward, category="matmul")
+def linear_backward_flop(x: Any, grad: Any, w: Any, mask: Any = (True, True, True), *args: Any, out: Any = None,
+                         **kwargs: Any) -> int:
+    """``output_mask`` = (input, weight, bias): 2·rows·in·out for each of the input and weight gradients."""
+    rows = _numel(x.shape[:-1])
+    each = 2 * rows * w.shape[0] * w.shape[1]
+    return each * (bool(mask[0]) + bool(mask[1]))
+
+
+@op(aten.mkldnn_linear_backward_input, category="matmul")
+def linear_backward_input_flop(input_size: Any, grad: Any, w: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """The input gradient of a linear layer: 2·rows·in·out."""
+    return 2 * _numel(grad.shape[:-1]) * w.shape[0] * w.shape[1]
+
+
+@op(aten.mkldnn_linear_backward_weights, category="matmul")
+def linear_backward_weights_flop(grad: Any, x: Any, w: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """The weight gradient of a linear layer: 2·rows·in·out."""
+    return 2 * _numel(x.shape[:-1]) * w.shape[0] * w.shape[1]
+
+
+@op(aten._trilinear, category="matmul")
+def trilinear_flop(i1: Any, i2: Any, i3: Any, expand1: Any, expand2: Any, expand3: Any, *args: Any, out: Any = None,
+                   **kwargs: Any) -> int:
+    """``Σ i1·i2·i3`` over the summed dimensions (``nn.Bilinear``): 2 per term of the sum (a multiply-add), the
+    terms being the elements of the three inputs broadcast together: 2·N·out·in1·in2 for ``bilinear``."""
+    shapes = []
+    for t, expand in ((i1, expand1), (i2, expand2), (i3, expand3)):
+        shape = list(t.shape)
+        for d in sorted(expand):
+            shape.insert(d, 1)
+        shapes.append(shape)
+    return 2 * _numel(torch.broadcast_shapes(*shapes))

@@ -114,8 +114,16 @@ ONE_FLOP_OPS = _inplace(
     "fmod", "remainder", "floor", "ceil", "round", "trunc", "fix", "frac", "sin", "cos", "tan", "asin", "acos",
     "atan", "arcsin", "arccos", "arctan", "atan2", "arctan2", "sinh", "cosh", "asinh", "acosh", "atanh", "erf",
     "erfc", "erfinv", "lgamma", "digamma", "polygamma", "mvlgamma", "i0", "copysign", "nan_to_num", "deg2rad",
-    "rad2deg", "fmax", "fmin", "maximum", "minimum", "negative",
-) + ["special_i0e", "special_i1", "special_i1e", "special_ndtr", "special_ndtri", "special_erfcx", "special_entr"]
+    "rad2deg", "fmax", "fmin", "maximum", "minimum", "negative", "igamma", "igammac", "_standard_gamma_grad",
+    "angle", "gcd", "lcm", "nextafter", "frexp", "conj_physical", "_conj_physical", "_dirichlet_grad",
+) + [f"special_{n}" for n in (
+    "airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "chebyshev_polynomial_t", "chebyshev_polynomial_u",
+    "chebyshev_polynomial_v", "chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he",
+    "laguerre_polynomial_l", "legendre_polynomial_p", "log_ndtr", "modified_bessel_i0", "modified_bessel_i1",
+    "modified_bessel_k0", "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1",
+    "shifted_chebyshev_polynomial_t", "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+    "shifted_chebyshev_polynomial_w", "spherical_bessel_j0", "zeta")] + [
+    "special_i0e", "special_i1", "special_i1e", "special_ndtr", "special_ndtri", "special_erfcx", "special_entr"]
 
 one_flop = _per_element(1, "numel(out) × 1: one FLOP per element (arithmetic, min/max/clamp, rounding, or one "
                           "library function such as exp, log, sqrt, sin, erf).", "one_flop")
@@ -363,3 +371,16 @@ for _name in ("_record_function_enter", "_record_function_enter_new", "_record_f
         DEFAULT_REGISTRY.register_zero_cost(getattr(torch.ops.profiler, _name))
     except (AttributeError, RuntimeError):
         continue
+
+
+# Private twins and fused forms of public ops.
+op(aten._masked_softmax, category="softmax")(softmax_flop)
+op(aten._masked_softmax_backward, category="softmax")(softmax_backward_flop)
+_register_names(["_add_relu", "_add_relu_"], "pointwise", _per_element(
+    2, "numel(out) × 2: the add, then the ReLU's compare-and-select.", "add_relu_flop"))
+
+
+@op(aten.addr, aten.addr_, category="pointwise")
+def addr_flop(bias: Any, v1: Any, v2: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """``bias + v1 ⊗ v2`` (an outer product, no sum): numel(out) × 2, a multiply and an add per element."""
+    return 2 * v1.numel() * v2.numel()

@@ -50,6 +50,14 @@ def reduce_flop(x: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
     return x.numel()
 
 
+@op(*_ops("histc", "bincount", "histogram", "_histogramdd_from_bin_cts", "_histogramdd_from_bin_tensors"),
+    category="reduction")
+def histogram_flop(x: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """numel(input) × 1: one add into the bin of each input element (finding the bin is a comparison or an
+    index computation, as in ``searchsorted``, not counted). MoE routing counts tokens per expert this way."""
+    return x.numel()
+
+
 @op(*_ops("mean", "nanmean"), category="reduction")
 def mean_flop(x: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
     """numel(input) + numel(out): the sum, then one divide per output."""
@@ -462,3 +470,8 @@ def cudnn_grid_sampler_backward_flop(x: Any, grid: Any, grad_output: Any, *args:
                                      **kwargs: Any) -> int:
     """2 × forward (bilinear)."""
     return 2 * _grid_sample(x, grid, grad_output.numel(), 0)
+
+
+# Private twins of public ops: the same work.
+op(aten._aminmax, category="reduction")(aminmax_flop)
+op(aten._logcumsumexp, category="reduction")(logcumsumexp_flop)

@@ -66,9 +66,37 @@ ZERO_COST_ATEN = (
     "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d",
     "_upsample_nearest_exact3d", "_foreach_zero_", "_foreach_copy_", "_foreach_copy", "_foreach_sign",
     "_foreach_sign_",
+    # membership, selection and sorting (comparisons only, as sort and topk): generate() and MoE routing
+    "isin", "msort", "median", "nanmedian", "mode", "argwhere", "_unique2", "unique_dim_consecutive",
+    # window creation, random draws, index and weight-layout conversion
+    "hamming_window", "hann_window", "bartlett_window", "blackman_window", "kaiser_window", "_standard_gamma",
+    "_sample_dirichlet", "poisson", "binomial", "_nested_get_jagged_dummy", "_convert_indices_from_coo_to_csr",
+    "_convert_indices_from_csr_to_coo", "_convert_weight_to_int4pack", "_convert_weight_to_int4pack_for_cpu",
+    "mkldnn_reorder_conv2d_weight", "mkldnn_reorder_conv3d_weight", "_cudnn_rnn_flatten_weight",
 )
 
-DEFAULT_REGISTRY.register_zero_cost(*(getattr(aten, name) for name in ZERO_COST_ATEN if hasattr(aten, name)))
+#: More zero-cost ops: random draws, copies, in-place resizes and scatters, autograd and assert markers.
+MORE_ZERO_COST_ATEN = (
+    "random", "uniform", "exponential", "geometric", "log_normal", "cauchy", "normal_functional",
+    "_philox_key_fold_in", "_philox_key_split", "_philox_normal", "_philox_normal_", "_philox_uniform",
+    "_philox_uniform_", "copy", "set", "resize", "resize_as", "_resize_output", "_lazy_clone", "_stack", "_chunk_cat",
+    "block_diag", "_index_put_impl", "_index_put_impl_", "put", "put_", "_unsafe_masked_index",
+    "_unsafe_masked_index_put_accumulate", "zero", "range", "_foreach_clone", "_foreach_zero", "_fw_primal",
+    "_make_dual", "_functional_assert_scalar", "_functional_sym_constrain_range",
+    "_functional_sym_constrain_range_for_size", "_make_dep_token", "_has_same_storage_numel", "is_set_to",
+    "slice_inverse", "from_file", "fft_fftfreq", "fft_rfftfreq", "_cudnn_init_dropout_state",
+    "_fill_mem_eff_dropout_mask_", "_fused_sdp_choice", "_use_cudnn_ctc_loss", "_use_miopen_ctc_loss",
+    "_new_zeros_with_same_feature_meta", "_pack_padded_sequence", "masked_scatter_backward", "narrow_copy",
+    "_reshape_copy", "__ilshift__", "__irshift__",
+)
+#: The ``_copy`` variants of the views above (functionalized graphs) and the in-place comparisons and logic ops.
+DERIVED_ZERO_COST_ATEN = tuple(f"{name}_copy" for name in ZERO_COST_ATEN) + tuple(
+    f"{name}_" for name in ("eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not",
+                            "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
+                            "bitwise_left_shift", "bitwise_right_shift"))
+
+DEFAULT_REGISTRY.register_zero_cost(*(getattr(aten, name) for name in ZERO_COST_ATEN + MORE_ZERO_COST_ATEN
+                                      + DERIVED_ZERO_COST_ATEN if hasattr(aten, name)))
 DEFAULT_REGISTRY.register_zero_cost(torch.ops.prim.layout, torch.ops.prim.device)
 
 # Collectives: they move bytes between ranks and do no FLOPs worth counting here
