@@ -13,16 +13,28 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .units import ACCEPTED_FORMS, METRIC_UNITS, OPS_CHOICES, compact_quantity, format_quantity, parse_quantity
+from .units import (ACCEPTED_FORMS, BYTES_FORMS, MEMORY_METRICS, METRIC_UNITS, OPS_CHOICES, compact_quantity,
+                    format_bytes, format_quantity, parse_bytes, parse_quantity)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .outputs.records import BudgetData, VerdictData
 
-__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS", "Tolerance",
+
+__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS", "format_metric", "Tolerance",
            "parse_tolerance", "TOLERANCE_FORMS", "budget_text"]
 
 #: The metrics a budget can limit, with the unit shown in messages.
-METRICS = METRIC_UNITS
+METRICS = {**METRIC_UNITS, **MEMORY_METRICS}
+_ACTIVATION_FORMS = "a count of elements such as 40_000_000, '40M' or '1.2G' (no unit: activations are elements)"
+
+
+def format_metric(metric: str, value: int) -> str:
+    """``9.41 GFLOPs``, ``25.60M params``, ``12.00 GiB``, ``40.00M activations``."""
+    if MEMORY_METRICS.get(metric) == "bytes":
+        return format_bytes(value)
+    if metric in ("params", "activations"):
+        return f"{format_quantity(value)} {METRICS[metric]}"
+    return format_quantity(value, METRICS[metric])
 TOLERANCE_FORMS = "a relative tolerance such as '1%' or '0.5%', or an absolute one such as '10M' or 0"
 
 
@@ -36,29 +48,45 @@ class Budget:
     macs: int | None = None
     params: int | None = None
     ops: str | None = None
+    peak_memory: int | None = None
+    activations: int | None = None
+    saved_memory: int | None = None
 
     def limits(self) -> dict[str, int]:
-        return {k: v for k, v in (("flops", self.flops), ("macs", self.macs), ("params", self.params)) if v is not None}
+        return {k: v for k in METRICS if (v := getattr(self, k)) is not None}
+
+    @property
+    def needs_memory(self) -> bool:
+        """Whether a limit is on a memory figure: the measurement must then count with ``memory=True``."""
+        return any(getattr(self, k) is not None for k in MEMORY_METRICS)
 
     def describe(self) -> str:
-        """``8.3G, 4G MACs, 25M params`` (as the report's budget column)."""
+        """``8.3G, 4G MACs, 25M params, peak 11.18 GiB`` (as the report's budget column)."""
         return budget_text(self.to_dict())
 
     def to_dict(self) -> BudgetData:
-        return {"flops": self.flops, "macs": self.macs, "params": self.params, "ops": self.ops}
+        data: BudgetData = {"flops": self.flops, "macs": self.macs, "params": self.params, "ops": self.ops}
+        for key in MEMORY_METRICS:  # only when limited: records of budgets without them keep their shape
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value  # type: ignore[literal-required]
+        return data
 
 
 def budget_text(budget: Mapping[str, Any] | None) -> str:
     """A budget (``Budget.to_dict()`` data) as the reports show it: ``8.3G, 4G MACs``; ``-`` for none."""
     if not budget:
         return "-"
-    parts = [compact_quantity(budget[key]) + ("" if key == "flops" else f" {unit}")
+    labels = {"peak_memory": "peak ", "saved_memory": "saved "}
+    parts = [f"{labels[key]}{format_bytes(budget[key])}" if key in labels  # type: ignore[literal-required]
+             else compact_quantity(budget[key]) + ("" if key == "flops" else f" {unit}")  # type: ignore[literal-required]
              for key, unit in METRICS.items() if budget.get(key) is not None]
     return ", ".join(parts) if parts else "-"
 
 
 def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Budget:
-    """Parse ``max_flops(flops=None, *, macs=None, params=None, ops=None)`` arguments.
+    """Parse ``max_flops(flops=None, *, macs=None, params=None, ops=None, peak_memory=None, activations=None,
+    saved_memory=None)`` arguments (memory figures in bytes with a unit: ``"12GB"``, ``"4GiB"``).
 
     Raises :class:`BudgetError` with a one-line message naming the bad value.
     """
@@ -72,10 +100,11 @@ def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = No
         if "flops" in kwargs:
             raise BudgetError("max_flops got the FLOP budget twice (positional and flops=)")
         kwargs["flops"] = args[0]
-    unknown = set(kwargs) - {"flops", "macs", "params", "ops"}
+    unknown = set(kwargs) - {"flops", "macs", "params", "ops", *MEMORY_METRICS}
     if unknown:
         raise BudgetError(
-            f"max_flops got unexpected argument(s) {', '.join(sorted(unknown))}; expected flops, macs, params, ops"
+            f"max_flops got unexpected argument(s) {', '.join(sorted(unknown))}; expected flops, macs, params, ops, "
+            f"{', '.join(MEMORY_METRICS)}"
         )
     values: dict[str, Any] = {}
     for key in ("flops", "macs", "params"):
@@ -86,12 +115,32 @@ def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = No
             values[key] = parse_quantity(raw)
         except ValueError:
             raise BudgetError(f"max_flops {key}={raw!r} is not a valid quantity: expected {ACCEPTED_FORMS}") from None
+    for key in MEMORY_METRICS:
+        raw = kwargs.get(key)
+        if raw is not None:
+            values[key] = _parse_memory_limit(key, raw)
     ops = kwargs.get("ops")
     if ops is not None and ops not in OPS_CHOICES:
         raise BudgetError(f"max_flops ops={ops!r} is not valid: expected one of {', '.join(map(repr, OPS_CHOICES))}")
     if not values:
-        raise BudgetError("max_flops needs at least one budget: max_flops('8G'), macs='4G' or params='25M'")
+        raise BudgetError("max_flops needs at least one budget: max_flops('8G'), macs='4G', params='25M', "
+                          "peak_memory='12GB', activations='40M' or saved_memory='4GB'")
     return Budget(ops=ops, **values)
+
+
+def _parse_memory_limit(key: str, raw: Any) -> int:
+    """A byte quantity for peak_memory/saved_memory, an element count for activations; a wrong unit is an error."""
+    if MEMORY_METRICS[key] == "bytes":
+        try:
+            return parse_bytes(raw)
+        except ValueError:
+            raise BudgetError(f"max_flops {key}={raw!r} is not a valid byte quantity: expected {BYTES_FORMS}") from None
+    if isinstance(raw, str) and re.search(r"flop|mac|param|b\s*$|bytes?", raw, re.IGNORECASE):
+        raise BudgetError(f"max_flops {key}={raw!r} has the wrong unit: expected {_ACTIVATION_FORMS}")
+    try:
+        return parse_quantity(raw)
+    except ValueError:
+        raise BudgetError(f"max_flops {key}={raw!r} is not a valid quantity: expected {_ACTIVATION_FORMS}") from None
 
 
 @dataclass(frozen=True)
@@ -99,17 +148,20 @@ class Excess:
     metric: str
     used: int
     limit: int
+    measured: bool = True  # False: a memory limit on a measurement counted without memory=True
 
     @property
     def percent_over(self) -> float:
         return 100.0 * (self.used - self.limit) / self.limit if self.limit else float("inf")
 
     def describe(self, name: str) -> str:
-        unit = METRICS[self.metric]
+        if not self.measured:
+            return (f"{name}: {self.metric} was not measured (budget {format_metric(self.metric, self.limit)}): "
+                    "count with memory=True")
         over = f"+{self.percent_over:.1f}%" if self.limit else "budget 0"
-        used = format_quantity(self.used, unit) if self.metric != "params" else f"{format_quantity(self.used)} params"
-        limit = format_quantity(self.limit, unit) if self.metric != "params" else f"{format_quantity(self.limit)} params"
-        verb = "has" if self.metric == "params" else "used"
+        used, limit = format_metric(self.metric, self.used), format_metric(self.metric, self.limit)
+        verb = {"params": "has", "peak_memory": "peaked at", "activations": "output", "saved_memory": "saved"}.get(
+            self.metric, "used")
         return f"{name} {verb} {used}, budget {limit} ({over})"
 
 
@@ -128,7 +180,8 @@ class Verdict:
         return {
             "ok": self.ok,
             "usage": dict(self.usage),
-            "excesses": [{"metric": e.metric, "used": e.used, "limit": e.limit} for e in self.excesses],
+            "excesses": [{"metric": e.metric, "used": e.used if e.measured else None, "limit": e.limit}
+                         for e in self.excesses],
         }
 
 
@@ -137,7 +190,12 @@ def check(measurement: Any, budget: Budget) -> Verdict:
     excesses = []
     usage: dict[str, float] = {}
     for metric, limit in budget.limits().items():
-        used = int(getattr(measurement, metric))
+        value = getattr(measurement, metric, None)
+        if value is None:  # a memory figure the measurement did not count
+            usage[metric] = float("nan")
+            excesses.append(Excess(metric, 0, limit, measured=False))
+            continue
+        used = int(value)
         usage[metric] = used / limit if limit else (0.0 if used == 0 else float("inf"))
         if used > limit:
             excesses.append(Excess(metric, used, limit))
@@ -147,6 +205,12 @@ def check(measurement: Any, budget: Budget) -> Verdict:
 def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
     """``max_flops: Model used 9.41 GFLOPs, budget 8.30 GFLOPs (+13.4%)`` plus where the FLOPs went."""
     lines = [f"max_flops: {e.describe(measurement.name)}" for e in verdict.excesses]
+    if any(e.metric == "peak_memory" and e.measured for e in verdict.excesses):
+        lines.extend(_peak_lines(measurement, top))
+    if any(e.metric == "activations" and e.measured for e in verdict.excesses):
+        lines.extend(_activation_lines(measurement, top))
+    if all(e.metric in MEMORY_METRICS for e in verdict.excesses):
+        return "\n".join(lines)
     modules = measurement.top_modules(top)
     if modules:
         total = measurement.flops or 1
@@ -165,6 +229,35 @@ def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
 
         lines.append(uncounted_line(measurement.uncounted))
     return "\n".join(lines)
+
+
+def _peak_lines(measurement: Any, top: int) -> list[str]:
+    """The modules that were running when the peak was reached (innermost first), as a FLOP failure lists its top."""
+    modules = measurement.peak_modules(top)
+    if not modules:
+        return ["peak reached outside any module (optimizer step or code between modules)"]
+    width = max(len(n) for n, _ in modules)
+    lines = ["modules at the peak (innermost first):"]
+    for name, value in modules:
+        kind = measurement.module_types.get(name, "")
+        lines.append(f"  {name:<{width}}  {format_bytes(value):>12}  {kind}")
+    return lines
+
+
+def _activation_lines(measurement: Any, top: int) -> list[str]:
+    per_module = measurement.activations_by_module()
+    names = [n for n in per_module if n != measurement.name]
+    leaves = [(n, per_module[n]) for n in names if not any(o.startswith(n + ".") for o in names)]
+    leaves.sort(key=lambda kv: -kv[1])
+    if not leaves:
+        return []
+    total = measurement.activations or 1
+    width = max(len(n) for n, _ in leaves[:top])
+    lines = ["top modules by activations:"]
+    for name, value in leaves[:top]:
+        lines.append(f"  {name:<{width}}  {format_quantity(value):>10}  {100 * value / total:5.1f}%  "
+                     f"{measurement.module_types.get(name, '')}")
+    return lines
 
 
 # -- tolerance ------------------------------------------------------------------

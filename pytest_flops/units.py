@@ -12,12 +12,14 @@ import re
 from typing import Collection, Sequence
 
 __all__ = ["parse_quantity", "format_quantity", "compact_quantity", "format_bytes", "align_columns", "ACCEPTED_FORMS",
-           "OPS_CHOICES", "METRIC_UNITS"]
+           "OPS_CHOICES", "METRIC_UNITS", "parse_bytes", "BYTES_FORMS", "MEMORY_METRICS"]
 
 #: What a count covers (``ops=``): the one list the counter, the marker, the plugin options and the CLI accept.
 OPS_CHOICES = ("matmul", "all")
 #: The counts a budget or a baseline gates, with the unit word shown after them.
 METRIC_UNITS: dict[str, str] = {"flops": "FLOPs", "macs": "MACs", "params": "params"}
+#: The memory figures a budget can limit (``memory=True`` counts): byte quantities, and activations (elements).
+MEMORY_METRICS: dict[str, str] = {"peak_memory": "bytes", "activations": "activations", "saved_memory": "bytes"}
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _UNITS = ("flops", "flop", "macs", "mac", "params", "param", "parameters")
@@ -65,6 +67,46 @@ def parse_quantity(value: object) -> int:
             if math.isfinite(result):
                 return round(result)
     raise ValueError(f"invalid quantity {value!r}: expected {ACCEPTED_FORMS}")
+
+
+_BYTE_SCALES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+_BYTES = re.compile(r"^\s*(?P<num>\+?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*"
+                    r"(?P<scale>[kmgtp]i?)?(?P<unit>b|bytes?)\s*$", re.IGNORECASE)
+BYTES_FORMS = ("a non-negative number of bytes, or a string with a byte unit such as '12GB', '4 GiB', '512MiB', "
+               "'800 MB' (KB, MB, GB, TB decimal; KiB, MiB, GiB, TiB binary)")
+
+
+def parse_bytes(value: object) -> int:
+    """Bytes that ``value`` denotes: ``"12GB"`` (decimal, 12e9) or ``"12GiB"`` (binary, 12 * 2**30).
+
+    >>> parse_bytes("1.5GiB")
+    1610612736
+    >>> parse_bytes("800MB")
+    800000000
+
+    A plain number is bytes; a string needs a byte unit (``"12G"`` is refused: FLOPs or bytes?).
+    Raises ``ValueError`` naming the bad value and the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid byte quantity {value!r}: expected {BYTES_FORMS}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"invalid byte quantity {value!r}: expected {BYTES_FORMS}")
+        return round(value)
+    if isinstance(value, str):
+        match = _BYTES.match(value)
+        if match is not None:
+            scale = _BYTE_SCALES[(match.group("scale") or "").lower()]
+            number = match.group("num").replace("_", "")
+            if re.fullmatch(r"\+?\d+", number):
+                return int(number) * scale
+            result = float(number) * scale
+            if math.isfinite(result):
+                return round(result)
+        elif re.fullmatch(r"\s*\+?\d+(?:_\d+)*\s*", value):
+            return int(value.replace("_", ""))
+    raise ValueError(f"invalid byte quantity {value!r}: expected {BYTES_FORMS}")
 
 
 def format_quantity(n: float, unit: str = "", precision: int = 2) -> str:

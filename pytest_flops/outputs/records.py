@@ -22,7 +22,15 @@ __all__ = ["MeasurementData", "BudgetData", "VerdictData", "TestRecord", "Row", 
 MeasurementData = dict[str, Any]
 
 
-class BudgetData(TypedDict):
+class _MemoryLimits(TypedDict, total=False):
+    """Memory limits of a budget, present only when the marker sets them."""
+
+    peak_memory: int
+    activations: int
+    saved_memory: int
+
+
+class BudgetData(_MemoryLimits):
     """``Budget.to_dict()``: the marker's limits (None: not limited) and its ``ops``."""
 
     flops: int | None

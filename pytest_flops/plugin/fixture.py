@@ -19,8 +19,9 @@ class FlopsFixture:
     """
 
     def __init__(self, ops: str, strict: bool, registry_factory: Callable[[], Any],
-                 on_measurement: Callable[[Any], None]) -> None:
+                 on_measurement: Callable[[Any], None], memory: bool = False) -> None:
         self.ops = ops
+        self.memory = memory  # memory figures by default (the test's budget limits one)
         self.strict = strict
         self._registry_factory = registry_factory
         self._registry: Any = None
@@ -41,24 +42,27 @@ class FlopsFixture:
         self.registry.register_op_formula(op, fn, category)
 
     def __call__(self, model: Any, *inputs: Any, compute: bool = True, ops: str | None = None, timed: bool = False,
-                 **kwargs: Any) -> Any:
-        """Count ``model(*inputs, **kwargs)``; ``timed=True`` also times one uncounted run (FLOP/s in the report)."""
+                 memory: bool | None = None, **kwargs: Any) -> Any:
+        """Count ``model(*inputs, **kwargs)``; ``timed=True`` also times one uncounted run (FLOP/s in the report);
+        ``memory=True`` adds the memory figures (on by default when the test's budget limits one)."""
         from ..counting.measure import count
 
         measurement = count(model, *inputs, compute=compute, ops=ops or self.ops, strict=self.strict,
-                            registry=self.registry, timed=timed, **kwargs)
+                            registry=self.registry, timed=timed, memory=self.memory if memory is None else memory,
+                            **kwargs)
         self._record(measurement)
         return measurement
 
     @contextlib.contextmanager
-    def counting(self, model: Any = None, ops: str | None = None) -> Iterator[Any]:
+    def counting(self, model: Any = None, ops: str | None = None, memory: bool | None = None) -> Iterator[Any]:
         """Count everything run inside the block; ``.measurement`` is set on the yielded counter at exit.
 
         Pass ``model`` to name the measurement after it and count its parameters.
         """
         from ..counting.counter import FlopCounter
 
-        counter = FlopCounter(ops or self.ops, self.strict, registry=self.registry, model=model)
+        counter = FlopCounter(ops or self.ops, self.strict, registry=self.registry, model=model,
+                              memory=self.memory if memory is None else memory)
         with counter:
             yield counter
         self._record(counter.measurement)

@@ -54,8 +54,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(flops=None, *, macs=None, params=None, ops=None): fail the test when a model it measures "
-        "exceeds this FLOP / MAC / parameter budget (values like '8.3G', 25_600_000, '25.6M').",
+        f"{MARKER}(flops=None, *, macs=None, params=None, ops=None, peak_memory=None, activations=None, "
+        "saved_memory=None): fail the test when a model it measures exceeds this FLOP / MAC / parameter / memory "
+        "budget (values like '8.3G', 25_600_000, '25.6M'; memory in bytes like '12GB' or '4GiB').",
     )
     settings = config.stash[SETTINGS_KEY] = FlopsSettings.from_config(config)  # validated once, here
     session = FlopsSession(config, settings)
@@ -96,6 +97,12 @@ def _ops_for(item: pytest.Item) -> str:
     return get_settings(item.config).ops
 
 
+def _memory_for(item: pytest.Item) -> bool:
+    """Count memory figures when the test's budget limits one (memory tracking is opt-in: it costs more)."""
+    budget = item.stash.get(_BUDGET, None)
+    return budget is not None and budget.needs_memory
+
+
 def _on_measurement(item: pytest.Item, measurement: Any) -> None:
     item.stash.setdefault(_MEASUREMENTS, []).append(measurement)
     item.ihook.pytest_flops_measurement(item=item, measurement=measurement)
@@ -109,7 +116,7 @@ def flops(request: pytest.FixtureRequest) -> Any:
 
     item = request.node
     return FlopsFixture(_ops_for(item), get_settings(request.config).strict, lambda: _registry(item),
-                        lambda m: _on_measurement(item, m))
+                        lambda m: _on_measurement(item, m), memory=_memory_for(item))
 
 
 # -- running a test -----------------------------------------------------------
@@ -135,7 +142,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if budget is not None and "flops" not in getattr(item, "fixturenames", ()):
         from ..counting.counter import FlopCounter  # a marked test without the fixture: measure the whole call
 
-        counter = FlopCounter(_ops_for(item), get_settings(item.config).strict, registry=_registry(item))
+        counter = FlopCounter(_ops_for(item), get_settings(item.config).strict, registry=_registry(item),
+                              memory=_memory_for(item))
         with counter:
             result = yield  # a failure of the test itself propagates unchanged
         measurement = counter.measurement
@@ -175,6 +183,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         if measurements:  # on the item, so every later report (junitxml reads teardown's) carries them
             for name in ("flops", "macs", "params"):
                 item.user_properties.append((name, max(getattr(m, name) for m in measurements)))
+            for name in ("peak_memory", "activations", "saved_memory"):
+                values = [getattr(m, name) for m in measurements if getattr(m, name, None) is not None]
+                if values:
+                    item.user_properties.append((name, max(values)))
             if len(measurements) > 1 or any(m.backward_flops for m in measurements):
                 item.user_properties.append(("forward_flops", max(m.forward_flops for m in measurements)))
                 item.user_properties.append(("backward_flops", max(m.backward_flops for m in measurements)))

@@ -1,0 +1,135 @@
+"""Memory budgets: byte units, the marker keys, failures that show the modules at the peak (pytester)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from pytest_flops.budgets import BudgetError, check, failure_message, parse_budget
+from pytest_flops.units import parse_bytes
+
+MODEL = """
+import pytest, torch
+from torch import nn
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+
+# params 19210 floats = 76840 bytes; activations per sample 256 + 10 = 266
+"""
+
+
+def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_models=MODEL + textwrap.dedent(body))
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("12GB", 12 * 10**9), ("12GiB", 12 * 2**30), ("4 GiB", 4 * 2**30), ("512MiB", 512 * 2**20),
+    ("800 MB", 800 * 10**6), ("1.5KiB", 1536), ("100B", 100), ("7 bytes", 7), (4096, 4096), ("2_048", 2048),
+])
+def test_parse_bytes_decimal_and_binary(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["12G", "40M", "8 GFLOPs", "-1", "GB", True, "1.2.3GB"])
+def test_parse_bytes_refuses_what_is_not_bytes(text):
+    with pytest.raises(ValueError, match="invalid byte quantity .*expected .*GiB"):
+        parse_bytes(text)
+
+
+def test_budget_memory_keys():
+    budget = parse_budget(("8G",), {"peak_memory": "12GB", "activations": "40M", "saved_memory": "4GiB"})
+    assert (budget.flops, budget.peak_memory, budget.activations, budget.saved_memory) == (
+        8 * 10**9, 12 * 10**9, 40 * 10**6, 4 * 2**30)
+    assert budget.needs_memory
+    assert not parse_budget(("8G",)).needs_memory
+    assert budget.describe() == "8G, peak 11.18 GiB, 40M activations, saved 4.00 GiB"
+    assert budget.to_dict()["peak_memory"] == 12 * 10**9
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"peak_memory": "12G"}, "peak_memory='12G' is not a valid byte quantity"),
+    ({"saved_memory": "4 GFLOPs"}, "saved_memory='4 GFLOPs' is not a valid byte quantity"),
+    ({"activations": "4GB"}, "activations='4GB' has the wrong unit"),
+    ({"activations": "40M params"}, "activations='40M params' has the wrong unit"),
+    ({"peak_mem": "1GB"}, "unexpected argument"),
+])
+def test_wrong_unit_for_the_key_is_an_error(kwargs, message):
+    with pytest.raises(BudgetError, match=message):
+        parse_budget((), kwargs)
+
+
+def test_check_a_measurement_without_memory_figures_fails_and_says_why():
+    import torch
+
+    import pytest_flops
+
+    m = pytest_flops.count(torch.nn.Linear(4, 4), torch.randn(1, 4))  # memory=False
+    verdict = check(m, parse_budget((), {"peak_memory": "1GB"}))
+    assert not verdict.ok
+    assert "peak_memory was not measured" in failure_message(m, verdict)
+
+
+def test_peak_memory_budget_passes(pytester):
+    result = run(pytester, """
+        @pytest.mark.max_flops(peak_memory="1MB", activations="300", saved_memory="64KiB")
+        def test_ok(flops):
+            m = flops(make_model(), torch.randn(1, 64))  # memory counted: the budget limits it
+            assert m.peak_memory is not None and 76840 < m.peak_memory < 10**6
+            assert m.activations == 266
+    """)
+    result.assert_outcomes(passed=1)
+
+
+def test_peak_memory_budget_fails_with_the_modules_at_the_peak(pytester):
+    result = run(pytester, """
+        @pytest.mark.max_flops(peak_memory="50KB")
+        def test_too_big(flops):
+            with torch.no_grad():
+                flops(make_model(), torch.randn(4, 64))
+    """)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*max_flops: Sequential peaked at *KiB, budget 48.83 KiB (+*%)*",
+        "*modules at the peak (innermost first):*",
+        "*  1  * ReLU*",
+    ])
+    assert "top modules by FLOPs" not in result.stdout.str()  # a memory failure lists memory, not FLOPs
+
+
+def test_activations_budget_fails_with_the_top_modules(pytester):
+    result = run(pytester, """
+        @pytest.mark.max_flops(activations="1K")
+        def test_acts():  # no fixture: the whole call is measured, with memory figures
+            make_model()(torch.randn(8, 64))
+    """)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*max_flops: Sequential output 2.13K activations, budget 1.00K activations (+112.8%)*",
+        "*top modules by activations:*",
+        "*  0  * 2.05K  * 96.2%  Linear*",
+    ])
+
+
+def test_wrong_unit_in_the_marker_is_a_usage_error(pytester):
+    result = run(pytester, """
+        @pytest.mark.max_flops(activations="40MB")
+        def test_bad(flops):
+            pass
+    """)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*activations='40MB' has the wrong unit*"])
+
+
+def test_memory_figures_in_user_properties_and_junit(pytester):
+    result = run(pytester, """
+        @pytest.mark.max_flops(peak_memory="1GB")
+        def test_props(flops):
+            flops(make_model(), torch.randn(1, 64))
+    """, "--junitxml=out.xml", "-o", "junit_family=xunit1")
+    result.assert_outcomes(passed=1)
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'name="peak_memory"' in xml and 'name="activations" value="266"' in xml
