@@ -263,18 +263,33 @@ def _activation_lines(measurement: Any, top: int) -> list[str]:
 # -- tolerance ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tolerance:
-    """How much a count may grow before it is a regression: ``percent`` of the old value, or ``absolute``."""
+    """How much a count may grow before it is a regression: ``percent`` of the old value, or ``absolute``.
+
+    ``per_metric`` holds tolerances for single metrics (``flops=2%,peak_memory=5%``); a metric not
+    named there takes this one.
+    """
 
     percent: float | None = None
     absolute: int = 0
+    per_metric: tuple[tuple[str, "Tolerance"], ...] = ()
 
-    def allowance(self, old: int) -> float:
+    def for_metric(self, metric: str | None) -> "Tolerance":
+        for name, tolerance in self.per_metric:
+            if name == metric:
+                return tolerance
+        return Tolerance(self.percent, self.absolute)
+
+    def allowance(self, old: int, metric: str | None = None) -> float:
+        if self.per_metric and metric is not None:
+            return self.for_metric(metric).allowance(old)
         return old * self.percent / 100.0 if self.percent is not None else float(self.absolute)
 
     def describe(self) -> str:
-        if self.percent is not None:
-            return f"{self.percent:g}%"
-        return compact_quantity(self.absolute)
+        base = f"{self.percent:g}%" if self.percent is not None else compact_quantity(self.absolute)
+        if not self.per_metric:
+            return base
+        named = ",".join(f"{name}={tolerance.describe()}" for name, tolerance in self.per_metric)
+        return named if base == "0" and self.percent is None else f"{base},{named}"
 
     def __str__(self) -> str:
         return self.describe()
@@ -284,17 +299,37 @@ _PERCENT = re.compile(r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 
 
 def parse_tolerance(value: Any) -> Tolerance:
-    """``"1%"`` / ``"0.5%"`` (relative) or ``"10M"`` / ``0`` (absolute, parsed with ``parse_quantity``).
+    """``"1%"`` / ``"0.5%"`` (relative) or ``"10M"`` / ``0`` (absolute, parsed with ``parse_quantity``), or per
+    metric: ``"flops=2%,peak_memory=5%"`` (a bare entry, ``"1%,peak_memory=5%"``, covers the metrics not named).
 
     Raises ``ValueError`` naming the bad value and the accepted forms.
     """
+    if isinstance(value, str) and "=" in value:
+        base = Tolerance()
+        named: dict[str, Tolerance] = {}
+        for part in (p.strip() for p in value.split(",")):
+            metric, sep, text = part.partition("=")
+            if not sep:
+                base = _one_tolerance(part, value)
+                continue
+            metric = metric.strip()
+            if metric not in METRICS:
+                raise ValueError(f"invalid tolerance {value!r}: unknown metric {metric!r}; expected one of "
+                                 f"{', '.join(METRICS)}, as in 'flops=2%,peak_memory=5%'")
+            named[metric] = _one_tolerance(text.strip(), value)
+        return Tolerance(base.percent, base.absolute, tuple(named.items()))
+    return _one_tolerance(value, value)
+
+
+def _one_tolerance(value: Any, whole: Any) -> Tolerance:
+    forms = TOLERANCE_FORMS + ", or per metric such as 'flops=2%,peak_memory=5%'"
     if isinstance(value, str):
         match = _PERCENT.match(value)
         if match is not None:
             return Tolerance(percent=float(match.group(1)))
         if "%" in value:
-            raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}")
+            raise ValueError(f"invalid tolerance {whole!r}: expected {forms}")
     try:
         return Tolerance(absolute=parse_quantity(value))
     except ValueError:
-        raise ValueError(f"invalid tolerance {value!r}: expected {TOLERANCE_FORMS}") from None
+        raise ValueError(f"invalid tolerance {whole!r}: expected {forms}") from None

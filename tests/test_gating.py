@@ -175,7 +175,8 @@ def test_bad_tolerance_is_a_usage_error(pytester: pytest.Pytester, value: str) -
     result = pytester.runpytest(f"--flops-tolerance={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --flops-tolerance={value!r} is not valid: expected a relative tolerance "
-                                 "such as '1%' or '0.5%', or an absolute one such as '10M' or 0"])
+                                 "such as '1%' or '0.5%', or an absolute one such as '10M' or 0, or per metric such as "
+                                 "'flops=2%,peak_memory=5%'"])
     pytester.makeini(f"[pytest]\nflops_tolerance = {value}\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR

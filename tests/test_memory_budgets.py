@@ -133,3 +133,69 @@ def test_memory_figures_in_user_properties_and_junit(pytester):
     result.assert_outcomes(passed=1)
     xml = (pytester.path / "out.xml").read_text()
     assert 'name="peak_memory"' in xml and 'name="activations" value="266"' in xml
+
+
+# -- the baseline gate -------------------------------------------------------------
+GATED = """
+import pytest, torch
+from torch import nn
+
+INPLACE = {inplace}
+
+
+@pytest.mark.max_flops(peak_memory="1GB")
+def test_mem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(inplace=INPLACE), nn.Linear(256, 10))
+    with torch.no_grad():
+        model(torch.randn(16, 64))
+"""
+
+
+def _gated(pytester, inplace: bool, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_gated=GATED.format(inplace=inplace))
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+def test_baseline_stores_memory_and_fails_a_peak_regression_with_module_deltas(pytester, monkeypatch):
+    import json
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    _gated(pytester, True, "--flops-save-baseline=base.json").assert_outcomes(passed=1)
+    stored = json.loads((pytester.path / "base.json").read_text())
+    (entry,) = stored["tests"].values()
+    m = entry["measurements"][0]
+    assert m["peak_memory"] > 0 and m["activations"] == 16 * 266
+    assert max(m["peak_by_module"].values()) == m["peak_memory"]  # each module's peak, for per-module deltas
+    # ReLU no longer in place: the same FLOPs, one more 16x256 float32 buffer alive at the peak
+    result = _gated(pytester, False, "--flops-baseline=base.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*flops baseline: Sequential grew against base.json*",
+        "*peak memory*->*+15.38 KiB*+16.1%*",
+        "*modules whose peak memory changed most (baseline -> now):*",
+        "*1*ReLU*+16.00 KiB*",
+    ])
+    # a per-metric tolerance lets it through
+    _gated(pytester, False, "--flops-baseline=base.json",
+           "--flops-tolerance=flops=0%,peak_memory=50%").assert_outcomes(passed=1)
+    _gated(pytester, False, "--flops-baseline=base.json",
+           "--flops-tolerance=flops=50%,peak_memory=1%").assert_outcomes(failed=1)
+
+
+def test_per_metric_tolerance_parse():
+    from pytest_flops.budgets import parse_tolerance
+
+    t = parse_tolerance("flops=2%,peak_memory=5%")
+    assert (t.allowance(1000, "flops"), t.allowance(1000, "peak_memory"), t.allowance(1000, "macs")) == (20, 50, 0)
+    assert str(t) == "flops=2%,peak_memory=5%"
+    assert parse_tolerance("1%,activations=10%").allowance(1000, "params") == 10
+    with pytest.raises(ValueError, match="unknown metric 'flop'"):
+        parse_tolerance("flop=2%")
+
+
+def test_bad_per_metric_tolerance_is_a_usage_error(pytester):
+    result = _gated(pytester, True, "--flops-tolerance=peak=5%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown metric 'peak'*"])

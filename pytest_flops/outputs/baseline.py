@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..budgets import TOLERANCE_FORMS, Tolerance, parse_tolerance
-from ..units import METRIC_UNITS, align_columns, format_quantity
+from ..units import MEMORY_METRICS, METRIC_UNITS, align_columns, format_bytes, format_quantity
 from .records import TestRecord
 from .io import DocumentError, bad_number_path, read_json_document, write_text_atomic
 
@@ -60,8 +60,11 @@ BASELINE_SCHEMA_VERSION = 1
 #: A module is stored in the baseline when it spends at least this share of its measurement's FLOPs.
 MODULE_MIN_SHARE = 0.001
 #: The metrics a baseline gates; forward/backward FLOPs are stored and shown, not gated on their own.
-GATED_METRICS = METRIC_UNITS
+#: Gated: a growth past the tolerance fails the test (the memory figures where both runs measured them).
+GATED_METRICS = {**METRIC_UNITS, "peak_memory": "bytes", "activations": "activations"}
 _STORED = ("name", "flops", "macs", "params", "forward_flops", "backward_flops")
+#: Stored when measured (``memory=True``), with each module's peak as ``peak_by_module``.
+_STORED_MEMORY = tuple(MEMORY_METRICS)
 
 
 class BaselineError(ValueError):
@@ -123,7 +126,7 @@ def load_baseline(path: str | Path) -> Baseline | None:
 #: The largest count a file may hold (10**30: far beyond any model, small enough to format and compare).
 MAX_COUNT = 10**30
 _COUNTS = ("flops", "macs", "params")
-_OPTIONAL_COUNTS = ("forward_flops", "backward_flops")
+_OPTIONAL_COUNTS = ("forward_flops", "backward_flops", *MEMORY_METRICS)
 
 
 def _is_count(value: Any) -> bool:
@@ -163,6 +166,9 @@ def measurement_problem(m: Any, optional: Sequence[str] = _OPTIONAL_COUNTS) -> s
     for name, value in modules.items():
         if not _is_count(value):
             return f"field 'by_module'[{name!r}] is {_show(value)}: {expected}"
+    peaks = m.get("peak_by_module", {})
+    if not isinstance(peaks, dict) or not all(_is_count(v) for v in peaks.values()):
+        return f"field 'peak_by_module' is {_show(peaks)}: expected an object of module name -> bytes"
     bad = bad_number_path(m)
     return f"field {bad}: not a number pytest-flops writes" if bad else None
 
@@ -215,6 +221,13 @@ def entry_from_record(record: TestRecord, torch: str | None) -> dict[str, Any]:
         limit = m["flops"] * MODULE_MIN_SHARE
         stored["by_module"] = {name: value for name, value in sorted(m.get("by_module", {}).items())
                                if value > 0 and value >= limit}
+        for key in _STORED_MEMORY:
+            if m.get(key) is not None:
+                stored[key] = m[key]
+        if m.get("peak_memory") is not None:  # each module's peak, forward or backward
+            stored["peak_by_module"] = {name: max(v for k, v in row.items() if k.startswith("peak_"))
+                                        for name, row in sorted(m.get("memory_by_module", {}).items())
+                                        if any(k.startswith("peak_") for k in row)}
         measurements.append(stored)
     return {"torch": torch, "measurements": measurements}
 
@@ -310,6 +323,11 @@ def _signed(n: float, unit: str = "") -> str:
     return text if text.startswith("-") else "+" + text
 
 
+def _signed_bytes(n: float) -> str:
+    text = format_bytes(n)
+    return text if text.startswith("-") else "+" + text
+
+
 def _percent(old: int, new: int) -> str:
     if old == 0:
         return "new" if new else "="
@@ -329,7 +347,10 @@ class MetricChange:
         return self.new - self.old
 
     def cells(self) -> list[str]:
-        unit = "" if self.metric == "params" else METRIC_UNITS.get(self.metric, "FLOPs")  # params: the label says it
+        if MEMORY_METRICS.get(self.metric) == "bytes":
+            return [_METRIC_LABELS[self.metric], format_bytes(self.old), "->", format_bytes(self.new),
+                    _signed_bytes(self.delta), _percent(self.old, self.new)]
+        unit = "" if self.metric in ("params", "activations") else METRIC_UNITS.get(self.metric, "FLOPs")
         return [_METRIC_LABELS[self.metric], format_quantity(self.old, unit), "->", format_quantity(self.new, unit),
                 _signed(self.delta, unit), _percent(self.old, self.new)]
 
@@ -347,6 +368,7 @@ class ModuleChange:
     old: int | None  # None: not in the baseline (absent, or below MODULE_MIN_SHARE there)
     new: int | None  # None: not in this run
     kind: str = ""  # the module's type, when this run knows it
+    metric: str = "flops"  # or "peak_memory": the module's peak, in bytes
     RIGHT = frozenset({2, 4, 5, 6})  # the columns of cells() aligned right: the numbers
 
     @property
@@ -354,10 +376,12 @@ class ModuleChange:
         return (self.new or 0) - (self.old or 0)
 
     def cells(self) -> list[str]:
-        old = "-" if self.old is None else format_quantity(self.old, "FLOPs")
-        new = "-" if self.new is None else format_quantity(self.new, "FLOPs")
+        show = format_bytes if self.metric == "peak_memory" else (lambda n: format_quantity(n, "FLOPs"))
+        signed = _signed_bytes if self.metric == "peak_memory" else (lambda n: _signed(n, "FLOPs"))
+        old = "-" if self.old is None else show(self.old)
+        new = "-" if self.new is None else show(self.new)
         pct = _percent(self.old, self.new or 0) if self.old else "new"
-        return [self.name, self.kind, old, "->", new, _signed(self.delta, "FLOPs"), pct]
+        return [self.name, self.kind, old, "->", new, signed(self.delta), pct]
 
     def describe(self) -> str:
         name, kind, old, _, new, delta, pct = self.cells()
@@ -384,6 +408,7 @@ class MeasurementComparison:
     modules: tuple[ModuleChange, ...] = ()  # the modules whose FLOPs changed most
     failed: bool = False
     old_name: str | None = None
+    peak_modules: tuple[ModuleChange, ...] = ()  # the modules whose peak memory changed most
 
     def change(self, metric: str) -> MetricChange | None:
         return next((c for c in self.changes if c.metric == metric), None)
@@ -395,6 +420,10 @@ class MeasurementComparison:
         if self.modules[:top]:
             lines.append(f"{modules_indent}modules whose FLOPs changed most ({before_after}):")
             lines += align_columns([c.cells() for c in self.modules[:top]], right=ModuleChange.RIGHT,
+                                   indent=modules_indent + indent)
+        if self.peak_modules[:top]:
+            lines.append(f"{modules_indent}modules whose peak memory changed most ({before_after}):")
+            lines += align_columns([c.cells() for c in self.peak_modules[:top]], right=ModuleChange.RIGHT,
                                    indent=modules_indent + indent)
         return lines
 
@@ -420,6 +449,7 @@ class MeasurementComparison:
             "delta": self.delta_text(),
             "changes": {c.metric: c.to_dict() for c in self.changes},
             "modules": [m.to_dict() for m in self.modules],
+            **({"peak_modules": [m.to_dict() for m in self.peak_modules]} if self.peak_modules else {}),
         }
 
 
@@ -480,7 +510,23 @@ class TestComparison:
 
 
 #: Every count a comparison shows (the gated ones, then the forward/backward split), with its label.
-_METRIC_LABELS = {**METRIC_UNITS, "forward_flops": "forward", "backward_flops": "backward"}
+_METRIC_LABELS = {**METRIC_UNITS, "forward_flops": "forward", "backward_flops": "backward",
+                  "peak_memory": "peak memory", "activations": "activations", "saved_memory": "saved memory"}
+
+
+def _peak_changes(current: Mapping[str, Any], old: Mapping[str, Any]) -> tuple[ModuleChange, ...]:
+    """Modules whose peak memory changed, biggest change first (from ``peak_by_module`` / ``memory_by_module``)."""
+    new_rows: Mapping[str, Mapping[str, int]] = current.get("memory_by_module", {})
+    new_peaks = {name: max(v for k, v in row.items() if k.startswith("peak_"))
+                 for name, row in new_rows.items() if any(k.startswith("peak_") for k in row)}
+    old_peaks: Mapping[str, int] = old.get("peak_by_module", {})
+    roots = {current.get("name"), old.get("name")}
+    kinds = current.get("module_types", {})
+    changes = [ModuleChange(name, old_peaks.get(name), new_peaks.get(name), kinds.get(name, ""), "peak_memory")
+               for name in set(new_peaks) | set(old_peaks) if name not in roots]
+    changes = [c for c in changes if c.delta]
+    changes.sort(key=lambda c: (-abs(c.delta), -c.name.count("."), c.name))
+    return tuple(changes)
 
 
 def _module_changes(current: Mapping[str, Any], old: Mapping[str, Any]) -> tuple[ModuleChange, ...]:
@@ -513,10 +559,13 @@ def _compare_measurement(index: int, current: Mapping[str, Any], old: Mapping[st
         return MeasurementComparison(index, name, "new", failed=strict)
     changes = tuple(MetricChange(metric, int(old.get(metric) or 0), int(current.get(metric) or 0))
                     for metric in _METRIC_LABELS
-                    if metric in old and int(old.get(metric) or 0) != int(current.get(metric) or 0))
+                    if metric in old and int(old.get(metric) or 0) != int(current.get(metric) or 0)
+                    # a memory figure compares only where both runs measured it
+                    and (metric not in MEMORY_METRICS or (old.get(metric) is not None
+                                                          and current.get(metric) is not None)))
     gated = [c for c in changes if c.metric in GATED_METRICS]
-    regressed = any(c.delta > tolerance.allowance(c.old) for c in gated)
-    beyond = any(abs(c.delta) > tolerance.allowance(c.old) for c in gated)
+    regressed = any(c.delta > tolerance.allowance(c.old, c.metric) for c in gated)
+    beyond = any(abs(c.delta) > tolerance.allowance(c.old, c.metric) for c in gated)
     if regressed:
         status = "regressed"
     elif any(c.delta < 0 for c in gated):
@@ -525,9 +574,10 @@ def _compare_measurement(index: int, current: Mapping[str, Any], old: Mapping[st
         status = "within"
     else:
         status = "equal"
-    modules = _module_changes(current, old) if gated else ()
+    modules = _module_changes(current, old) if any(c.metric not in MEMORY_METRICS for c in gated) else ()
+    peaks = _peak_changes(current, old) if any(c.metric == "peak_memory" for c in gated) else ()
     return MeasurementComparison(index, name, status, changes, modules,
-                                 failed=regressed or (strict and beyond), old_name=old.get("name"))
+                                 failed=regressed or (strict and beyond), old_name=old.get("name"), peak_modules=peaks)
 
 
 def compare(nodeid: str, measurements: Sequence[Mapping[str, Any]], entry: Mapping[str, Any] | None,

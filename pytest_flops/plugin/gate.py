@@ -117,6 +117,15 @@ class FlopsGate:
         entry = self.baseline.entry(nodeid) if self.baseline is not None else None
         return compare(nodeid, measurements, entry, self.tolerance, self.strict)
 
+    def wants_memory(self, nodeid: str) -> bool:
+        """Whether the test's memory figures are gated: its baseline entry holds them, or the tolerance names one."""
+        if any(name in ("peak_memory", "activations") for name, _ in self.tolerance.per_metric):
+            return True
+        entry = self.baseline.entry(nodeid) if self.baseline is not None else None
+        if not entry:
+            return False
+        return any(m.get("peak_memory") is not None for m in entry.get("measurements", []))
+
     def check(self, item: pytest.Item, measurements: list[MeasurementData]) -> str | None:
         """The failure text when the test's measurements (``to_dict()`` data) regressed against the baseline
         (called in its call phase)."""

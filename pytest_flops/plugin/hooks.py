@@ -98,9 +98,13 @@ def _ops_for(item: pytest.Item) -> str:
 
 
 def _memory_for(item: pytest.Item) -> bool:
-    """Count memory figures when the test's budget limits one (memory tracking is opt-in: it costs more)."""
+    """Count memory figures when the test's budget limits one or the baseline gate compares them (memory
+    tracking is opt-in: it costs more)."""
     budget = item.stash.get(_BUDGET, None)
-    return budget is not None and budget.needs_memory
+    if budget is not None and budget.needs_memory:
+        return True
+    gate = item.config.stash.get(GATE_KEY, None)
+    return gate is not None and gate.wants_memory(item.nodeid)
 
 
 def _on_measurement(item: pytest.Item, measurement: Any) -> None:

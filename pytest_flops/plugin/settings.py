@@ -96,8 +96,10 @@ def _seconds(value: Any) -> float:
 def _tolerance(value: Any) -> Tolerance:
     try:
         return parse_tolerance(value)
-    except ValueError:
-        raise ValueError(f"expected {TOLERANCE_FORMS}") from None
+    except ValueError as exc:
+        if "unknown metric" in str(exc):
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        raise ValueError(f"expected {TOLERANCE_FORMS}, or per metric such as 'flops=2%,peak_memory=5%'") from None
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,9 @@ class FlopsSettings:
     baseline_overwrite: bool = option(
         "let --flops-save-baseline replace a file that is not a readable baseline", kind="bool")
     tolerance: Tolerance = option(
-        "growth allowed before a regression: relative ('1%%', '0.5%%') or absolute ('10M'); default 0",
-        "growth allowed before a regression: 1%, 0.5% or 10M (default 0)", default="0", parse=_tolerance,
+        "growth allowed before a regression: relative ('1%%', '0.5%%') or absolute ('10M'), or per metric "
+        "('flops=2%%,peak_memory=5%%'); default 0",
+        "growth allowed before a regression: 1%, 0.5%, 10M or flops=2%,peak_memory=5% (default 0)", default="0", parse=_tolerance,
         metavar="TOL")
     # -- files written after the run
     json: PathSetting | None = option(
