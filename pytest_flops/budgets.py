@@ -191,8 +191,7 @@ def check(measurement: Any, budget: Budget) -> Verdict:
     usage: dict[str, float] = {}
     for metric, limit in budget.limits().items():
         value = getattr(measurement, metric, None)
-        if value is None:  # a memory figure the measurement did not count
-            usage[metric] = float("nan")
+        if value is None:  # a memory figure the measurement did not count: an excess, no share of it
             excesses.append(Excess(metric, 0, limit, measured=False))
             continue
         used = int(value)

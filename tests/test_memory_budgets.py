@@ -199,3 +199,19 @@ def test_bad_per_metric_tolerance_is_a_usage_error(pytester):
     result = _gated(pytester, True, "--flops-tolerance=peak=5%")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown metric 'peak'*"])
+
+
+def test_report_json_and_markdown_carry_the_memory_figures(pytester, monkeypatch):
+    import json
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    result = _gated(pytester, True, "--flops-report", "--flops-json=out.json", "--flops-markdown=out.md")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*peak mem*activations*saved*", "*test_mem*KiB*4.26K*0 B*"])
+    data = json.loads((pytester.path / "out.json").read_text())
+    (m,) = [m for t in data["tests"] for m in t["measurements"]] if isinstance(data["tests"], list) else \
+        [m for t in data["tests"].values() for m in t["measurements"]]
+    assert m["activations"] == 16 * 266 and m["peak_memory"] > 0 and "memory_by_module" in m
+    markdown = (pytester.path / "out.md").read_text()
+    assert "| peak mem | activations | saved |" in markdown and "4.26K" in markdown

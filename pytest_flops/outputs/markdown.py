@@ -12,7 +12,7 @@ from ..budgets import budget_text
 from ..units import format_quantity
 from .baseline import RunSummary, TestComparison
 from .records import Row, count_tests, rows, totals
-from .terminal import columns, used_text
+from .terminal import NUMERIC_COLUMNS, columns, used_text
 
 __all__ = ["render_markdown"]
 
@@ -36,7 +36,7 @@ def render_markdown(records: Sequence[Mapping[str, Any]], comparisons: Mapping[s
         align = ["---", "---", "---:", "---:", "---:", "---", "---:"]
         extra = columns(records)  # worker (xdist), rank (torchrun), FLOP/s (timed)
         headers += [h for h, _ in extra]
-        align += ["---:" if h == "FLOP/s" else "---" for h, _ in extra]
+        align += ["---:" if h in NUMERIC_COLUMNS else "---" for h, _ in extra]
         if comparisons is not None:
             headers.append("vs baseline")
             align.append("---:")

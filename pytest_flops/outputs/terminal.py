@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from ..budgets import budget_text
-from ..units import format_quantity
+from ..units import format_bytes, format_quantity
 from ..counting.measurement import uncounted_calls
 from .records import Row, count_tests, rows, totals
 
-__all__ = ["rows", "render_table", "totals", "columns", "Column", "used_text"]
+__all__ = ["rows", "render_table", "totals", "columns", "Column", "used_text", "NUMERIC_COLUMNS"]
 
 #: An optional column: its header and how to render one row's cell.
 Column = tuple[str, Callable[[Row], str]]
@@ -30,7 +30,22 @@ def columns(records: Sequence[Mapping[str, Any]]) -> list[Column]:
         out.append(("rank", lambda row: "-" if row.get("rank") is None else str(row["rank"])))
     if any((r["measurement"].get("extra") or {}).get("flops_per_s") is not None for r in table):
         out.append(("FLOP/s", _rate_text))
+    if any(r["measurement"].get("peak_memory") is not None for r in table):  # measured with memory=True
+        out.append(("peak mem", lambda row: _memory_text(row, "peak_memory")))
+        out.append(("activations", lambda row: _memory_text(row, "activations")))
+        out.append(("saved", lambda row: _memory_text(row, "saved_memory")))
     return out
+
+
+#: The optional columns that hold numbers (right-aligned in Markdown).
+NUMERIC_COLUMNS = frozenset({"FLOP/s", "peak mem", "activations", "saved"})
+
+
+def _memory_text(row: Row, key: str) -> str:
+    value = row["measurement"].get(key)  # type: ignore[misc]
+    if value is None:
+        return "-"
+    return format_quantity(value) if key == "activations" else format_bytes(value)
 
 
 def _rate_text(row: Row) -> str:
