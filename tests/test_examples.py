@@ -103,3 +103,14 @@ def test_failure_demo_fails_as_documented() -> None:
 
 def test_demo_is_not_collected_by_the_main_job(main_job: subprocess.CompletedProcess[str]) -> None:
     assert "demo_failure" not in main_job.stdout
+
+
+def test_pasted_output_comes_from_a_plain_environment() -> None:
+    """Every pasted session header lists pytest-flops alone among the plugins: the output was made by
+    docs/gen_output.py in an environment with torch and pytest-flops only, as a reader has."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [(page.name, line) for page in pages for line in page.read_text(encoding="utf-8").splitlines()
+             if line.startswith("plugins: ")]
+    assert lines, "no pasted pytest output found"
+    stray = [(name, line) for name, line in lines if not re.fullmatch(r"plugins: flops-[\w.+]+", line)]
+    assert not stray, f"regenerate with `python docs/gen_output.py --python PLAIN_ENV/bin/python`: {stray}"
