@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .units import (ACCEPTED_FORMS, BYTES_FORMS, MEMORY_METRICS, METRIC_UNITS, OPS_CHOICES, compact_quantity,
-                    format_bytes, format_quantity, parse_bytes, parse_quantity)
+                    format_bytes, format_quantity, parse_bytes, parse_quantity, quantity_unit)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .outputs.records import BudgetData, VerdictData
 
 
-__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "check", "BudgetError", "METRICS", "format_metric", "Tolerance",
+__all__ = ["Budget", "Verdict", "Excess", "parse_budget", "merge_markers", "check", "BudgetError", "METRICS", "format_metric", "Tolerance",
            "parse_tolerance", "TOLERANCE_FORMS", "budget_text"]
 
 #: The metrics a budget can limit, with the unit shown in messages.
@@ -84,28 +84,70 @@ def budget_text(budget: Mapping[str, Any] | None) -> str:
     return ", ".join(parts) if parts else "-"
 
 
-def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Budget:
-    """Parse ``max_flops(flops=None, *, macs=None, params=None, ops=None, peak_memory=None, activations=None,
-    saved_memory=None)`` arguments (memory figures in bytes with a unit: ``"12GB"``, ``"4GiB"``).
-
-    Raises :class:`BudgetError` with a one-line message naming the bad value.
-    """
-    kwargs = dict(kwargs or {})
+def _budget_values(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """One marker's arguments as ``{key: raw value}``: the positional budget goes to the metric its unit
+    names (``"300K MACs"`` is a MACs budget; FLOPs without a unit); a unit that contradicts its keyword
+    (``params="1G FLOPs"``) is a :class:`BudgetError`."""
+    kwargs = dict(kwargs)
     if len(args) > 1:
         raise BudgetError(
             f"max_flops takes at most one positional argument (the FLOP budget), got {len(args)}: "
             f"{', '.join(repr(a) for a in args)}; use macs=... or params=... for the others"
         )
-    if args:
-        if "flops" in kwargs:
-            raise BudgetError("max_flops got the FLOP budget twice (positional and flops=)")
-        kwargs["flops"] = args[0]
     unknown = set(kwargs) - {"flops", "macs", "params", "ops", *MEMORY_METRICS}
     if unknown:
         raise BudgetError(
             f"max_flops got unexpected argument(s) {', '.join(sorted(unknown))}; expected flops, macs, params, ops, "
             f"{', '.join(MEMORY_METRICS)}"
         )
+    for key in METRIC_UNITS:
+        unit = quantity_unit(kwargs.get(key))
+        if unit is not None and unit != key:
+            raise BudgetError(f"max_flops {key}={kwargs[key]!r} names {METRICS[unit]}, not {METRICS[key]}: write "
+                              f"{unit}={kwargs[key]!r}, or drop the unit")
+    if args:
+        key = quantity_unit(args[0]) or "flops"
+        if key in kwargs:
+            what = "FLOP" if key == "flops" else METRIC_UNITS[key][:-1]
+            raise BudgetError(f"max_flops got the {what} budget twice: {args[0]!r} and {key}={kwargs[key]!r}")
+        kwargs[key] = args[0]
+    return kwargs
+
+
+def parse_budget(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Budget:
+    """Parse ``max_flops(flops=None, *, macs=None, params=None, ops=None, peak_memory=None, activations=None,
+    saved_memory=None)`` arguments (memory figures in bytes with a unit: ``"12GB"``, ``"4GiB"``).
+
+    A unit word in a string says which metric it limits: ``max_flops("300K MACs")`` is a MACs budget,
+    ``params="1G FLOPs"`` a :class:`BudgetError`. Raises :class:`BudgetError` with a one-line message
+    naming the bad value.
+    """
+    return _budget_from(_budget_values(args, kwargs or {}))
+
+
+def merge_markers(levels: Sequence[Sequence[tuple[Sequence[Any], Mapping[str, Any]]]]) -> Budget:
+    """The Budget of stacked ``max_flops`` markers: ``levels`` lists, nearest first (the test, then its
+    class, its module...), the ``(args, kwargs)`` of the markers at each level.
+
+    Markers at one level merge, each key (flops, macs, params, ops, the memory figures) given at most once, else a
+    :class:`BudgetError` naming both values; a nearer level overrides a farther one key by key (a module's
+    ``max_flops("1G")`` still limits a test that adds ``max_flops(params="1M")``).
+    """
+    merged: dict[str, Any] = {}
+    for markers in levels:
+        level: dict[str, Any] = {}
+        for args, kwargs in markers:
+            for key, value in _budget_values(args, kwargs).items():
+                if key in level:
+                    raise BudgetError(f"stacked max_flops markers set {key} twice: {level[key]!r} and {value!r}; "
+                                      "keep one, or merge them into one marker")
+                level[key] = value
+        for key, value in level.items():
+            merged.setdefault(key, value)
+    return _budget_from(merged)
+
+
+def _budget_from(kwargs: Mapping[str, Any]) -> Budget:
     values: dict[str, Any] = {}
     for key in ("flops", "macs", "params"):
         raw = kwargs.get(key)
@@ -201,28 +243,56 @@ def check(measurement: Any, budget: Budget) -> Verdict:
     return Verdict(tuple(excesses), usage)
 
 
-def failure_message(measurement: Any, verdict: Verdict, top: int = 5) -> str:
-    """``max_flops: Model used 9.41 GFLOPs, budget 8.30 GFLOPs (+13.4%)`` plus where the FLOPs went."""
-    lines = [f"max_flops: {e.describe(measurement.name)}" for e in verdict.excesses]
+def own_params(measurement: Any) -> dict[str, int]:
+    """Parameters each module holds itself (its ``module_params`` less its direct children's), root excluded
+    when it holds none of its own: the modules a params budget is spent on."""
+    totals: Mapping[str, int] = getattr(measurement, "module_params", {}) or {}
+    root = measurement.name
+
+    def parent(name: str) -> str:
+        return name.rpartition(".")[0] or root
+
+    own = dict(totals)
+    for name, value in totals.items():
+        if name != root and parent(name) in own:
+            own[parent(name)] -= value
+    return {name: value for name, value in own.items() if value > 0}
+
+
+def _module_lines(title: str, rows: list[tuple[str, int]], total: int, unit: str, types: Mapping[str, str]) -> list[str]:
+    width = max(len(n) for n, _ in rows)
+    lines = [title]
+    for name, value in rows:
+        shown = format_quantity(value, unit) if unit != "params" else f"{format_quantity(value)} params"
+        lines.append(f"  {name:<{width}}  {shown:>13}  {100 * value / (total or 1):5.1f}%  {types.get(name, '')}")
+    return lines
+
+
+def failure_message(measurement: Any, verdict: Verdict, top: int = 5, index: int | None = None) -> str:
+    """``max_flops: Model used 9.41 GFLOPs, budget 8.30 GFLOPs (+13.4%)`` plus where the budget went: the
+    modules by FLOPs for a FLOP or MAC excess, the modules holding the parameters for a params one.
+    ``index``: the measurement's place among the test's several (named ``measurement 2 of the test``)."""
+    label = measurement.name if index is None else f"measurement {index + 1} ({measurement.name})"
+    lines = [f"max_flops: {e.describe(label)}" for e in verdict.excesses]
     if any(e.metric == "peak_memory" and e.measured for e in verdict.excesses):
         lines.extend(_peak_lines(measurement, top))
     if any(e.metric == "activations" and e.measured for e in verdict.excesses):
         lines.extend(_activation_lines(measurement, top))
     if all(e.metric in MEMORY_METRICS for e in verdict.excesses):
         return "\n".join(lines)
+    metrics = {e.metric for e in verdict.excesses}
     modules = measurement.top_modules(top)
-    if modules:
-        total = measurement.flops or 1
-        width = max(len(n) for n, _ in modules)
-        lines.append(f"top modules by FLOPs:")
-        for name, value in modules:
-            kind = measurement.module_types.get(name, "")
-            lines.append(f"  {name:<{width}}  {format_quantity(value, 'FLOPs'):>13}  {100 * value / total:5.1f}%  {kind}")
-    kinds = measurement.by_module_type()
-    if len(kinds) > 1:
-        total = measurement.flops or 1
-        shares = ", ".join(f"{kind} {100 * value / total:.1f}%" for kind, value in list(kinds.items())[:4])
-        lines.append(f"by module type: {shares}")
+    if modules and metrics - {"params"}:
+        lines += _module_lines("top modules by FLOPs:", modules, measurement.flops, "FLOPs", measurement.module_types)
+        kinds = measurement.by_module_type()
+        if len(kinds) > 1:
+            total = measurement.flops or 1
+            shares = ", ".join(f"{kind} {100 * value / total:.1f}%" for kind, value in list(kinds.items())[:4])
+            lines.append(f"by module type: {shares}")
+    holders = sorted(own_params(measurement).items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    if holders and "params" in metrics:
+        lines += _module_lines("modules holding the parameters:", holders, measurement.params, "params",
+                               measurement.module_types)
     if measurement.uncounted:
         from .counting.measurement import uncounted_line
 

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Collection, Sequence
 
-__all__ = ["parse_quantity", "format_quantity", "compact_quantity", "format_bytes", "align_columns", "ACCEPTED_FORMS",
+__all__ = ["parse_quantity", "quantity_unit", "format_quantity", "compact_quantity", "format_bytes", "align_columns", "ACCEPTED_FORMS",
            "OPS_CHOICES", "METRIC_UNITS", "parse_bytes", "BYTES_FORMS", "MEMORY_METRICS"]
 
 #: What a count covers (``ops=``): the one list the counter, the marker, the plugin options and the CLI accept.
@@ -32,6 +32,23 @@ ACCEPTED_FORMS = (
     "a non-negative int or float, or a string such as '4100000000', '4.1G', '8.2 GFLOPs', "
     "'25.6M params' (suffixes K, M, G, T, P)"
 )
+
+
+_UNIT_METRIC = {"flops": "flops", "flop": "flops", "macs": "macs", "mac": "macs", "params": "params",
+                "param": "params", "parameters": "params"}
+
+
+def quantity_unit(value: object) -> str | None:
+    """The metric a quantity's unit word names (``"flops"``, ``"macs"``, ``"params"``), None without one.
+
+    >>> quantity_unit("300K MACs")
+    'macs'
+    >>> quantity_unit("4.1G") is None
+    True
+    """
+    match = _PATTERN.match(value) if isinstance(value, str) else None
+    unit = match.group("unit") if match is not None else None
+    return _UNIT_METRIC[unit.lower()] if unit else None
 
 
 def parse_quantity(value: object) -> int:

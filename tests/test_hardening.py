@@ -337,3 +337,100 @@ def test_8_count_reports_system_exit(capsys: pytest.CaptureFixture[str], tmp_pat
                                        "'exits_on_import' called sys.exit(0)\n")
     assert main(["count", "exits_in_factory:make", "--input", "1x4"]) == 1
     assert capsys.readouterr().err == "pytest-flops: calling 'exits_in_factory:make' failed: it called sys.exit(3)\n"
+
+
+# -- 12, 13, 14: budgets say what they check ------------------------------------------------------------
+from pytest_flops.budgets import Budget, BudgetError, merge_markers, parse_budget  # noqa: E402
+
+
+@pytest.mark.parametrize("args, kwargs, expected", [
+    (("300K MACs",), {}, Budget(macs=300_000)),
+    (("4.1 GMACs",), {}, Budget(macs=4_100_000_000)),
+    (("25.6M params",), {}, Budget(params=25_600_000)),
+    (("8G FLOPs",), {"macs": "4G"}, Budget(flops=8 * 10**9, macs=4 * 10**9)),
+    ((), {"macs": "3 MACs", "params": "1M params"}, Budget(macs=3, params=10**6)),
+])
+def test_12_a_unit_in_the_string_picks_the_metric(args: tuple, kwargs: dict, expected: Budget) -> None:
+    assert parse_budget(args, kwargs) == expected
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((), {"params": "1G FLOPs"}, "max_flops params='1G FLOPs' names FLOPs, not params: write flops='1G FLOPs'"),
+    ((), {"flops": "3 MACs"}, "max_flops flops='3 MACs' names MACs, not FLOPs"),
+    (("300K MACs",), {"macs": "1M"}, "max_flops got the MAC budget twice: '300K MACs' and macs='1M'"),
+])
+def test_12_a_contradicting_unit_is_a_usage_error(args: tuple, kwargs: dict, message: str) -> None:
+    with pytest.raises(BudgetError, match=message.replace("(", r"\(")):
+        parse_budget(args, kwargs)
+
+
+def test_12_a_macs_marker_fails_on_macs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model="""
+import pytest, torch
+
+@pytest.mark.max_flops("10 MACs")
+def test_a():
+    torch.nn.Linear(4, 4)(torch.randn(1, 4))
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*max_flops: Linear used 16 MACs, budget 10 MACs (+60.0%)*"])
+
+
+def test_13_stacked_markers_merge(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model="""
+import pytest, torch
+
+pytestmark = pytest.mark.max_flops(macs="1G")
+
+@pytest.mark.max_flops("1G")
+@pytest.mark.max_flops(params="10")
+def test_params_over():
+    torch.nn.Linear(4, 4)(torch.randn(1, 4))
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-json=r.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*max_flops: Linear has 20 params, budget 10 params*"])
+    budget = json.loads((pytester.path / "r.json").read_text())["tests"][0]["budget"]
+    assert (budget["flops"], budget["macs"], budget["params"]) == (10**9, 10**9, 10)
+
+
+def test_13_a_key_set_twice_is_a_usage_error_naming_both(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model="""
+import pytest, torch
+
+@pytest.mark.max_flops("1G")
+@pytest.mark.max_flops("2G")
+def test_a():
+    torch.nn.Linear(4, 4)(torch.randn(1, 4))
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_model.py::test_a: stacked max_flops markers set flops twice: "
+                                 "'2G' and '1G'; keep one, or merge them into one marker"])
+
+
+def test_13_a_nearer_level_overrides_key_by_key() -> None:
+    assert merge_markers([[((), {"params": "1M"})], [(("1G",), {}), ((), {"params": "9M"})]]) == \
+        Budget(flops=10**9, params=10**6)
+
+
+def test_14_params_failure_lists_the_modules_holding_them_and_names_the_measurement(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model="""
+import pytest, torch
+from torch import nn
+
+@pytest.mark.max_flops(params="100")
+def test_two(flops):
+    flops(nn.Linear(2, 2), torch.randn(1, 2))
+    flops(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 4))), torch.randn(1, 8))
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    result.stdout.fnmatch_lines(["*max_flops: measurement 2 (Sequential) has 212 params, budget 100 params (+112.0%)",
+                                 "modules holding the parameters:",
+                                 "  0    *144 params   67.9%  Linear",
+                                 "  2.0  * 68 params   32.1%  Linear"])
+    assert "top modules by FLOPs" not in text and "measurement 1 " not in text

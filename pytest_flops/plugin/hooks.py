@@ -11,7 +11,7 @@ from typing import Any, Generator
 
 import pytest
 
-from ..budgets import Budget, BudgetError, check, failure_message, parse_budget
+from ..budgets import Budget, BudgetError, check, failure_message, merge_markers
 from .artifacts import configure_artifacts
 from .gate import GATE_KEY, configure_gating
 from .session import SESSION_KEY, FlopsSession, get_session
@@ -69,11 +69,13 @@ def pytest_configure(config: pytest.Config) -> None:
 # -- marker -------------------------------------------------------------------
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        marker = item.get_closest_marker(MARKER)
-        if marker is None:
+        levels: dict[int, list[tuple[Any, Any]]] = {}  # id of the node -> its markers (nearest node first)
+        for node, marker in item.iter_markers_with_node(MARKER):
+            levels.setdefault(id(node), []).append((marker.args, marker.kwargs))
+        if not levels:
             continue
         try:
-            item.stash[_BUDGET] = parse_budget(marker.args, marker.kwargs)
+            item.stash[_BUDGET] = merge_markers(list(levels.values()))
         except BudgetError as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
 
@@ -169,7 +171,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 "'with flops.counting():' in the test, or drop the flops fixture to measure the whole test",
                 pytrace=False,
             )
-        failures = [failure_message(m, v) for m, v in zip(measurements, _verdicts(item, budget)) if not v.ok]
+        verdicts = _verdicts(item, budget)
+        failures = [failure_message(m, v, index=i if len(measurements) > 1 else None)
+                    for i, (m, v) in enumerate(zip(measurements, verdicts)) if not v.ok]
     gate = item.config.stash.get(GATE_KEY, None)
     if gate is not None and measurements:
         regression = gate.check(item, _measurement_dicts(item))  # the baseline comparison, next to the budget's
