@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="module depth of the table (default 2; 0: the model only; 'all')")
     count.add_argument("--strict", action="store_true", help="fail (exit 1) if ops without a FLOP formula ran")
     count.add_argument("--json", action="store_true", help="print the Measurement as JSON instead of the table")
+    count.add_argument("--memory", action="store_true",
+                       help="also count peak memory and activations (peak and activations columns; slower)")
 
     compare = commands.add_parser(
         "compare", help="compare two --flops-json reports; exit 1 on growth beyond the tolerance",
@@ -212,7 +214,8 @@ def _count(args: argparse.Namespace) -> int:
     shapes = ", ".join(args.inputs)
     try:
         with torch.no_grad():
-            measurement = count(model, *inputs, compute=compute, ops=args.ops, strict=args.strict)
+            measurement = count(model, *inputs, compute=compute, ops=args.ops, strict=args.strict,
+                                memory=args.memory)
     except ComputeFreeError as exc:
         raise CountError(f"{exc} (on the command line: --compute)") from None
     except UncountedOpsError as exc:

@@ -215,3 +215,15 @@ def test_report_json_and_markdown_carry_the_memory_figures(pytester, monkeypatch
     assert m["activations"] == 16 * 266 and m["peak_memory"] > 0 and "memory_by_module" in m
     markdown = (pytester.path / "out.md").read_text()
     assert "| peak mem | activations | saved |" in markdown and "4.26K" in markdown
+
+
+def test_cli_count_memory_columns(capsys):
+    from pytest_flops.cli import main
+
+    assert main(["count", "pytest_flops.zoo:resnet50", "-i", "1x3x64x64", "--memory", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("module"))
+    assert header.split()[-2:] == ["peak", "activations"]
+    assert "peak memory" in out and "MiB" in out
+    assert main(["count", "pytest_flops.zoo:resnet50", "-i", "1x3x64x64", "--depth", "1"]) == 0
+    assert "activations" not in capsys.readouterr().out  # memory is opt-in

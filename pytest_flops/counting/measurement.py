@@ -193,16 +193,23 @@ class Measurement:
         """
         total = self.flops or 1
         levels = self._levels()
-        rows = [("module", "type", "FLOPs", "%")]
+        memory = self.peak_memory is not None  # measured with memory=True: peak and activations columns
+        peaks, acts = (self.peak_by_module(), self.activations_by_module()) if memory else ({}, {})
+        header: tuple[str, ...] = ("module", "type", "FLOPs", "%") + (("peak", "activations") if memory else ())
+        rows = [header]
         for name, value in self.by_module.items():
             level = levels.get(name, 0)
             if depth is not None and level > depth:
                 continue
             if name != self.name and value / total < min_share:
                 continue
-            rows.append(("  " * level + name, self.module_types.get(name, ""), format_quantity(value),
-                         f"{100 * value / total:.1f}"))
-        lines = align_columns(rows, right={2, 3})
+            row: tuple[str, ...] = ("  " * level + name, self.module_types.get(name, ""), format_quantity(value),
+                                    f"{100 * value / total:.1f}")
+            if memory:
+                row += (format_bytes(peaks[name]) if name in peaks else "-",
+                        format_quantity(acts[name]) if name in acts else "-")
+            rows.append(row)
+        lines = align_columns(rows, right={2, 3, 4, 5})
         lines.insert(1, "-" * len(lines[0]))
         return "\n".join(lines)
 
