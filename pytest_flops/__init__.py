@@ -19,6 +19,9 @@ __all__ = [
     "Measurement",
     "UncountedOpsError",
     "ComputeFreeError",
+    "FormulaError",
+    "FlopsFixture",
+    "DEFAULT_REGISTRY",
     "register_module_formula",
     "register_op_formula",
     "register_zero_cost",
@@ -33,6 +36,9 @@ _LAZY = {
     "FlopCounter": "counting.counter",
     "UncountedOpsError": "counting.counter",
     "ComputeFreeError": "counting.counter",
+    "FormulaError": "counting.counter",
+    "FlopsFixture": "plugin.fixture",
+    "DEFAULT_REGISTRY": "counting.registry",
     "Measurement": "counting.measurement",
     "register_module_formula": "counting.registry",
     "register_op_formula": "counting.registry",
@@ -41,10 +47,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .counting.counter import ComputeFreeError, FlopCounter, UncountedOpsError
+    from .counting.counter import ComputeFreeError, FlopCounter, FormulaError, UncountedOpsError
     from .counting.measure import count
     from .counting.measurement import Measurement
-    from .counting.registry import Registry, register_module_formula, register_op_formula, register_zero_cost
+    from .counting.registry import (DEFAULT_REGISTRY, Registry, register_module_formula, register_op_formula,
+                                    register_zero_cost)
+    from .plugin.fixture import FlopsFixture
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ import pytest
 
 from ..budgets import Budget, BudgetError, check, failure_message, merge_markers
 from .artifacts import configure_artifacts
+from .fixture import FlopsFixture
 from .gate import GATE_KEY, configure_gating
 from .session import SESSION_KEY, FlopsSession, get_session
 from .settings import REPORT_CHOICES, SETTINGS_KEY, FlopsSettings, add_options, get_settings
@@ -116,10 +117,8 @@ def _on_measurement(item: pytest.Item, measurement: Any) -> None:
 
 # -- fixture ------------------------------------------------------------------
 @pytest.fixture
-def flops(request: pytest.FixtureRequest) -> Any:
+def flops(request: pytest.FixtureRequest) -> FlopsFixture:
     """Measure models inside a test: ``m = flops(model, x)``; ``with flops.counting(): ...``."""
-    from .fixture import FlopsFixture
-
     item = request.node
     return FlopsFixture(_ops_for(item), get_settings(request.config).strict, lambda: _registry(item),
                         lambda m: _on_measurement(item, m), memory=_memory_for(item))

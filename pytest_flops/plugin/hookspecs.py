@@ -6,13 +6,17 @@ below its folder) or in an installed plugin (they apply to every test).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..counting.measurement import Measurement
+    from ..counting.registry import Registry
+
 
 @pytest.hookspec
-def pytest_flops_register_formulas(registry: Any) -> None:
+def pytest_flops_register_formulas(registry: Registry) -> None:
     """Register formulas for the tests this conftest/plugin applies to.
 
     ``registry.register_module_formula(module_type, fn)`` and
@@ -22,5 +26,5 @@ def pytest_flops_register_formulas(registry: Any) -> None:
 
 
 @pytest.hookspec
-def pytest_flops_measurement(item: pytest.Item, measurement: Any) -> None:
+def pytest_flops_measurement(item: pytest.Item, measurement: Measurement) -> None:
     """Called for every Measurement a test records (fixture call, ``counting()`` block or whole test)."""
