@@ -1,8 +1,9 @@
 """The JSON results file (``--flops-json``).
 
 No pytest and no torch import here. The schema is documented in
-``docs/json-schema.md``; bump :data:`RESULTS_SCHEMA_VERSION` on any change
-that is not a pure addition.
+``docs/json-schema.md`` and shipped as ``schemas/results.schema.json``
+(:func:`json_schema`); bump :data:`RESULTS_SCHEMA_VERSION` on any change that
+is not a pure addition.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "environment",
     "build_results",
     "dumps",
+    "json_schema",
 ]
 
 RESULTS_FORMAT = "pytest-flops-results"
@@ -124,3 +126,12 @@ def build_results(records: Iterable[TestRecord], env: Mapping[str, Any], setting
 
 def dumps(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=2) + "\n"
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema shipped for ``kind``: ``"results"`` (``--flops-json``) or ``"baseline"`` (docs/json-schema.md)."""
+    from importlib.resources import files
+
+    if kind not in ("results", "baseline"):
+        raise ValueError(f"unknown schema {kind!r}: expected 'results' or 'baseline'")
+    return dict(json.loads(files(__package__).joinpath(f"schemas/{kind}.schema.json").read_text(encoding="utf-8")))
