@@ -16,10 +16,10 @@ import sys
 import time
 import traceback
 
-from . import compute_free, meta_scale, overhead, session, startup
+from . import compute_free, gpt, meta_scale, overhead, session, startup
 from ._common import MISS, PASS, Row, format_row, header, use_clock, version
 
-BENCHMARKS = {m.NAME: m for m in (overhead, compute_free, meta_scale, startup, session)}
+BENCHMARKS = {m.NAME: m for m in (overhead, gpt, compute_free, meta_scale, startup, session)}
 
 
 def _cpu() -> float:

@@ -407,3 +407,14 @@ def test_fused_encoder_path_is_kept_under_the_function_mode():
     with torch.no_grad():
         m = count(model, torch.randn(1, 8, 768))
     assert "aten._transformer_encoder_layer_fwd" in m.by_op
+
+
+def test_replayed_traces_follow_registrations_made_between_counts():
+    """Counters share the traces of one registry; a registration there (or in a parent) starts afresh."""
+    parent = DEFAULT_REGISTRY.child()
+    child = parent.child()
+    lin, x = nn.Linear(4, 4), torch.randn(2, 4)
+    assert count(lin, x, registry=child).flops == count(lin, x, registry=child).flops == 2 * 2 * 4 * 4
+    parent.register_zero_cost(aten.addmm)
+    assert count(lin, x, registry=child).flops == 0
+    assert count(lin, x, registry=child, ops="all").flops == 0

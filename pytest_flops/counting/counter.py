@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+import weakref
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
@@ -138,6 +139,26 @@ class _Trace:
         self.charges: list[tuple[str, tuple[tuple[str, int], ...], int]] = []  # (label, by category, total)
         self.uncounted: list[str] = []
         self.ok = True  # False: something ran that a replay would not reproduce
+
+
+#: Per registry: (its generation and the ops selection, handlers, function kinds, traces), shared by the
+#: counters that use it, so a second count of a model replays from its first call on. A registration
+#: changes the generation and starts afresh; a registry that is freed takes its entry with it.
+_SHARED: "weakref.WeakKeyDictionary[Registry, dict[Any, tuple[dict, dict, dict]]]" = weakref.WeakKeyDictionary()
+_MAX_TRACES = 100_000
+
+
+def _shared(registry: Registry, ops: str) -> tuple[dict, dict, dict]:
+    generation = registry.generation()
+    entries = _SHARED.get(registry)
+    if entries is None:
+        entries = _SHARED[registry] = {}
+    found = entries.get((generation, ops))
+    if found is None or len(found[2]) > _MAX_TRACES:
+        for stale in [k for k in entries if k[0] != generation]:
+            del entries[stale]
+        found = entries[(generation, ops)] = ({}, {}, {})
+    return found
 
 
 # -- the modes ------------------------------------------------------------
@@ -261,9 +282,7 @@ class FlopCounter:
         self._reset()
 
     def _reset(self) -> None:
-        self.handlers: dict[Any, Any] = {}
-        self.kinds: dict[Any, int] = {}
-        self.traces: dict[tuple, _Trace] = {}
+        self.handlers, self.kinds, self.traces = _shared(self.registry, self.ops)
         self._module_formulas: dict[type, Any] = {}
         self._has_module_formulas = self.registry.has_module_formulas()
         self._stacks: dict[tuple[str, str], int] = {}

@@ -107,6 +107,16 @@ class Registry:
         self._ops: dict[Any, tuple[OpFormula, str] | str] = {}
         self._modules: dict[type, tuple[ModuleFormula, str]] = {}
         self._user: set[Any] = set()  # ops whose formula a user registered here (not a built-in one)
+        self._generation = 0  # bumped by every registration: what a counter caches is keyed on it
+
+    def generation(self) -> tuple[int, ...]:
+        """Changes whenever this registry or a parent registers something (a key for what counters cache)."""
+        out: list[int] = []
+        registry: Registry | None = self
+        while registry is not None:
+            out += (registry._generation, len(registry._ops), len(registry._modules), len(registry._user))
+            registry = registry.parent
+        return tuple(out)
 
     @property
     def user_op_formulas(self) -> bool:
@@ -126,6 +136,7 @@ class Registry:
         if not callable(fn):
             raise TypeError(f"formula for {op!r} must be callable, got {fn!r}")
         key = resolve_op(op)
+        self._generation += 1
         self._ops[key] = (fn, _check_category(category))
         if _builtin:
             self._user.discard(key)
@@ -139,6 +150,7 @@ class Registry:
                 key = resolve_op(op)
             except ValueError:
                 continue  # an op this torch build does not have
+            self._generation += 1
             self._ops[key] = _ZERO
             self._user.discard(key)
 
@@ -147,6 +159,7 @@ class Registry:
             raise TypeError(f"register_module_formula: expected a torch.nn.Module subclass, got {module_type!r}")
         if not callable(fn):
             raise TypeError(f"formula for {module_type.__name__} must be callable, got {fn!r}")
+        self._generation += 1
         self._modules[module_type] = (fn, _check_category(category))
         return fn
 
@@ -159,6 +172,7 @@ class Registry:
                     key = resolve_op(op)
                 except ValueError:
                     continue
+                self._generation += 1
                 self._ops[key] = (fn, category)
                 self._user.discard(key)
             return fn
