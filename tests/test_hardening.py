@@ -434,3 +434,85 @@ def test_two(flops):
                                  "  0    *144 params   67.9%  Linear",
                                  "  2.0  * 68 params   32.1%  Linear"])
     assert "top modules by FLOPs" not in text and "measurement 1 " not in text
+
+
+# -- 1: an output never replaces the baseline or another output -----------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--flops-baseline=b.json", "--flops-json=b.json"],
+     "--flops-json=b.json is the same file as --flops-baseline=b.json: expected a path of its own "
+     "(writing it would replace the baseline)"),
+    (["--flops-baseline=b.json", "--flops-markdown=./link.json"],
+     "--flops-markdown=./link.json is the same file as --flops-baseline=b.json*"),
+    (["--flops-save-baseline=b.json", "--flops-json=b.json"],
+     "--flops-json=b.json is the same file as --flops-save-baseline=b.json*(writing it would replace the save "
+     "baseline)"),
+    (["--flops-json=r.json", "--flops-markdown=r.json"], "--flops-markdown=r.json is the same file as --flops-json*"),
+])
+def test_1_output_paths_must_differ(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile(test_model=MODEL)
+    save(pytester.path / "b.json", [record("test_model.py::test_a")], None, None)
+    (pytester.path / "link.json").symlink_to(pytester.path / "b.json")
+    before = (pytester.path / "b.json").read_text()
+    result = pytester.runpytest("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: " + message])
+    assert (pytester.path / "b.json").read_text() == before
+
+
+def test_1_saving_to_the_compared_baseline_is_still_allowed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model=MODEL)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-baseline=b.json", "--flops-save-baseline=b.json")
+    assert result.ret == 0
+
+
+# -- 11: every setting's bad value is one line naming it ---------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["-o", "flops_gather_timeout=-5"], "flops_gather_timeout (ini)='-5' is not valid: expected a number of "
+                                        "seconds >= 0 (0: no gathering)"),
+    (["-o", "flops_gather_timeout=nan"], "flops_gather_timeout (ini)='nan' is not valid*"),
+    (["--flops-json="], "--flops-json='' is not valid: expected a path"),
+    (["-o", "flops_strict=maybe"], "flops_strict (ini) is not valid*maybe*"),
+    (["--flops-ops=ALL"], "--flops-ops='ALL' is not valid: expected 'matmul' or 'all'"),
+])
+def test_11_bad_settings_are_one_line(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile(test_model=MODEL)
+    result = pytester.runpytest("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: " + message])
+
+
+# -- 15: xfail outcomes -----------------------------------------------------------------------------------
+def test_15_xfailed_and_xpassed_outcomes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model="""
+import pytest, torch
+
+@pytest.mark.xfail(reason="known")
+def test_xfails(flops):
+    flops(torch.nn.Linear(4, 4), torch.randn(1, 4))
+    assert False
+
+@pytest.mark.xfail(reason="fixed?")
+def test_xpasses(flops):
+    flops(torch.nn.Linear(4, 4), torch.randn(1, 4))
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "--flops-json=r.json")
+    result.assert_outcomes(xfailed=1, xpassed=1)
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"]
+                for t in json.loads((pytester.path / "r.json").read_text())["tests"]}
+    assert outcomes == {"test_xfails": "xfailed", "test_xpasses": "xpassed"}
+    result.stdout.re_match_lines([r"test_model.py::test_xfails .* xfailed", r"test_model.py::test_xpasses .* xpassed"])
+
+
+# -- 17: the update hint works from the current directory --------------------------------------------------
+def test_17_update_hint_from_a_subfolder(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nflops_baseline = sub/b.json\n")
+    pytester.mkdir("sub")
+    tests = pytester.mkdir("tests")
+    (tests / "test_model.py").write_text(MODEL.replace('"1G"', '"1G"'))
+    save(pytester.path / "sub" / "b.json", [record("tests/test_model.py::test_a", 1)], None, None)
+    monkeypatch.chdir(tests)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    expected = str(pytester.path / "sub" / "b.json")
+    result.stdout.fnmatch_lines([f"*if the change is intended, update the baseline: pytest --flops-save-baseline="
+                                 f"{expected}"])

@@ -482,8 +482,9 @@ class TestComparison:
             "measurements": [m.to_dict() for m in self.measurements],
         }
 
-    def failure_message(self, baseline: str, torch: str | None = None, top: int = 5) -> str:
-        """Why the test fails: the counts (old -> new) and the modules that changed most."""
+    def failure_message(self, baseline: str, torch: str | None = None, top: int = 5, hint: str | None = None) -> str:
+        """Why the test fails: the counts (old -> new) and the modules that changed most. ``hint``: the
+        baseline's path as it works from the user's current directory, for the update command."""
         prefix = "flops baseline" + (" (strict)" if self.strict else "")
         lines: list[str] = []
         if self.status == "new":
@@ -505,7 +506,7 @@ class TestComparison:
             lines += m.change_lines(top)
         if self.baseline_torch and torch and self.baseline_torch != torch:
             lines.append("note: " + torch_note(self.baseline_torch, torch))
-        lines.append(f"if the change is intended, update the baseline: pytest --flops-save-baseline={baseline}")
+        lines.append(f"if the change is intended, update the baseline: pytest --flops-save-baseline={hint or baseline}")
         return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ baseline option is given.
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 import pytest
@@ -53,7 +55,7 @@ def configure_gating(config: pytest.Config, settings: FlopsSettings) -> None:
     if compared is not None and baseline is None and settings.baseline_strict and not same:
         raise pytest.UsageError(
             f"flops baseline {compared.text} not found (--flops-baseline-strict): create it with "
-            f"pytest --flops-save-baseline={compared.text}")
+            f"pytest --flops-save-baseline={shell_path(compared.path, config.invocation_params.dir)}")
     collected = config.stash[COLLECTED_KEY] = Collected()
     config.pluginmanager.register(collected, "flops-collected")
     if config.pluginmanager.hasplugin("xdist"):
@@ -61,6 +63,16 @@ def configure_gating(config: pytest.Config, settings: FlopsSettings) -> None:
     if compared is not None:
         gate = config.stash[GATE_KEY] = FlopsGate(config, settings, baseline, enforce=not same)
         config.pluginmanager.register(gate, "flops-gate")
+
+
+def shell_path(path: Any, cwd: Any) -> str:
+    """``path`` as a command typed in ``cwd`` needs it: relative when below ``cwd``, else absolute (an ini
+    file's paths are relative to the ini file, not to a subfolder the user runs pytest from)."""
+    import shlex
+
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute, cwd)
+    return shlex.quote(absolute if relative.startswith("..") else relative)
 
 
 def primary_records(records: Sequence[TestRecord]) -> list[TestRecord]:
@@ -107,6 +119,7 @@ class FlopsGate:
         self.strict = settings.baseline_strict
         self.baseline = baseline  # None: no file (yet) at the path
         self.text = settings.baseline.text  # the path as the user wrote it
+        self.hint = shell_path(settings.baseline.path, config.invocation_params.dir)  # works from where pytest ran
         self.enforce = enforce  # False when saving to the compared file: the run accepts the changes
         self.comparisons: dict[str, TestComparison] = {}
         self.summary: RunSummary | None = None  # once the run is over (reporting process)
@@ -139,7 +152,7 @@ class FlopsGate:
             return None
         from ..outputs.json_results import torch_version
 
-        return comparison.failure_message(self.text, torch_version())
+        return comparison.failure_message(self.text, torch_version(), hint=self.hint)
 
     def delta_cell(self, row: Row) -> str:
         """The report's "vs baseline" column."""
@@ -180,7 +193,7 @@ class FlopsGate:
         notes = []
         if self.baseline is None:
             notes.append(f"flops baseline {self.text} not found: all tests are new; create it with "
-                         f"pytest --flops-save-baseline={self.text}")
+                         f"pytest --flops-save-baseline={self.hint}")
         now = torch_version()
         old = sorted({c.baseline_torch for c in self.comparisons.values() if c.baseline_torch} - {now})
         if old:
@@ -206,7 +219,7 @@ class FlopsGate:
                 lines.append((f"{label}: {c.nodeid}  {deltas}", markup))
         new = sorted(c.nodeid for c in summary.by_status("new"))
         if new and self.baseline is not None:
-            hint = "" if self.strict else f" (add them with --flops-save-baseline={self.text})"
+            hint = "" if self.strict else f" (add them with --flops-save-baseline={self.hint})"
             lines.append((f"new, not in the baseline{hint}: {', '.join(new)}", {}))
         if summary.removed:
             lines.append((f"removed, no longer collected (--flops-save-baseline drops them): "

@@ -88,7 +88,14 @@ class FlopsSession:
         if record:
             from ..outputs.records import with_outcome  # first measured test: the outputs layer is needed now
 
-            self.add(with_outcome(record, report.outcome))
+            self.add(with_outcome(record, _outcome(report)))
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    """``passed``/``failed``/``skipped``, or ``xfailed``/``xpassed`` for an expected failure (as pytest's summary)."""
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.outcome == "skipped" else ("xpassed" if report.outcome == "passed" else "failed")
+    return report.outcome
 
 
 SESSION_KEY = pytest.StashKey[FlopsSession]()

@@ -88,9 +88,12 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _seconds(value: Any) -> float:
     try:
-        return float(value)
+        seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds (0: no gathering)") from None
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):  # NaN, negative, infinite: not a wait
+        raise ValueError("expected a number of seconds >= 0 (0: no gathering)")
+    return seconds
 
 
 def _tolerance(value: Any) -> Tolerance:
@@ -159,12 +162,36 @@ class FlopsSettings:
         values: dict[str, Any] = {f.name: _read(config, f.name, f.metadata["flops_option"])
                                   for f in dataclasses.fields(cls) if "flops_option" in f.metadata}
         values["step_summary"] = env.get("GITHUB_STEP_SUMMARY") or None
+        _check_distinct_outputs(values)
         return cls(**values)
 
     @property
     def writes_step_summary(self) -> bool:
         """In GitHub Actions: the Markdown report goes to the job summary when there is a report to show."""
         return bool(self.step_summary) and (self.report != "off" or bool(self.markdown) or bool(self.baseline))
+
+
+_OUTPUTS = ("save_baseline", "json", "markdown", "flamegraph")
+
+
+def _check_distinct_outputs(values: Mapping[str, Any]) -> None:
+    """Refuse, before the run, an output written over the compared baseline or over another output
+    (paths compared after resolving links): the baseline would be replaced by a report. Saving to the
+    compared baseline (``--flops-baseline=X --flops-save-baseline=X``) is allowed: it accepts the changes."""
+    seen: dict[str, str] = {}
+    if values.get("baseline") is not None:
+        seen[os.path.realpath(values["baseline"].path)] = "baseline"
+    for name in _OUTPUTS:
+        setting = values.get(name)
+        if setting is None:
+            continue
+        key = os.path.realpath(setting.path)
+        other = seen.get(key)
+        if other is not None and not (name == "save_baseline" and other == "baseline"):
+            raise pytest.UsageError(
+                f"{_flag(name)}={setting.text} is the same file as {_flag(other)}={values[other].text}: "
+                f"expected a path of its own (writing it would replace the {other.replace('_', ' ')})")
+        seen[key] = name
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -207,6 +234,8 @@ def _read(config: pytest.Config, name: str, spec: _Option) -> Any:
         raw = spec.default
     if spec.kind == "bool":
         return bool(raw)
+    if spec.kind == "path" and raw is not None and not str(raw).strip() and where.startswith("--"):
+        raise pytest.UsageError(f"{where}={raw!r} is not valid: expected a path")
     if spec.kind == "path":
         return PathSetting(base / Path(str(raw)).expanduser(), str(raw)) if raw else None
     if spec.parse is None:
