@@ -156,6 +156,9 @@ def _budget_from(kwargs: Mapping[str, Any]) -> Budget:
         try:
             values[key] = parse_quantity(raw)
         except ValueError:
+            if isinstance(raw, str) and _is_bytes(raw):  # a memory figure given where a count is expected
+                raise BudgetError(f"max_flops {key}={raw!r} is a byte quantity: a memory budget is "
+                                  f"peak_memory={raw!r} or saved_memory={raw!r}") from None
             raise BudgetError(f"max_flops {key}={raw!r} is not a valid quantity: expected {ACCEPTED_FORMS}") from None
     for key in MEMORY_METRICS:
         raw = kwargs.get(key)
@@ -168,6 +171,14 @@ def _budget_from(kwargs: Mapping[str, Any]) -> Budget:
         raise BudgetError("max_flops needs at least one budget: max_flops('8G'), macs='4G', params='25M', "
                           "peak_memory='12GB', activations='40M' or saved_memory='4GB'")
     return Budget(ops=ops, **values)
+
+
+def _is_bytes(text: str) -> bool:
+    try:
+        parse_bytes(text)
+    except ValueError:
+        return False
+    return not text.strip().replace("_", "").isdigit()
 
 
 def _parse_memory_limit(key: str, raw: Any) -> int:

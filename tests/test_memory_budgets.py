@@ -56,6 +56,7 @@ def test_budget_memory_keys():
     ({"activations": "4GB"}, "activations='4GB' has the wrong unit"),
     ({"activations": "40M params"}, "activations='40M params' has the wrong unit"),
     ({"peak_mem": "1GB"}, "unexpected argument"),
+    ({"flops": "12GB"}, "flops='12GB' is a byte quantity: a memory budget is peak_memory='12GB'"),
 ])
 def test_wrong_unit_for_the_key_is_an_error(kwargs, message):
     with pytest.raises(BudgetError, match=message):
