@@ -1,0 +1,114 @@
+"""Parity on Hugging Face ``transformers`` models built from small configs (no weights are downloaded).
+
+Skipped when transformers is not installed. compute=True, compute=False (on meta copies, tied weights kept
+tied) and ``torch.utils.flop_counter.FlopCounterMode`` on a model built on ``meta`` agree; MoE experts run as
+``aten._grouped_mm`` (transformers 5), which FlopCounterMode does not count: there the difference is exactly
+the experts' 2·M·K·N.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import pytest_flops.counting.measure as measure
+from pytest_flops import count
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed (the test extra has it)")
+
+
+def _no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fell back to fake tensors")
+
+    monkeypatch.setattr(measure, "_count_on_fake", fail)
+
+
+def _on_meta(cls: type, config: object, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    with torch.device("meta"):
+        return cls(config).to(dtype).eval()
+
+
+def _torch_count(model: torch.nn.Module, **inputs: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as mode, torch.device("meta"):
+        model(**{k: v.to("meta") for k, v in inputs.items()})
+    return mode.get_total_flops()
+
+
+def gpt2() -> tuple[type, object]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=256, n_positions=64, bos_token_id=0,
+                        eos_token_id=0)
+    return GPT2LMHeadModel, config
+
+
+def test_gpt2_tied_head_counts_on_meta_and_matches_flop_counter_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    cls, config = gpt2()
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied
+    ids = torch.randint(0, 256, (2, 16))
+    real = count(model, ids)
+    _no_fallback(monkeypatch)
+    free = count(model, kwargs={"input_ids": ids}, compute=False)
+    assert free.extra["compute_path"] == "meta"
+    assert real.flops == free.flops == _torch_count(_on_meta(cls, config), input_ids=ids)
+    assert real.params == free.params == sum(p.numel() for p in model.parameters())
+
+
+def test_t5_tied_embeddings_count_on_meta_and_match_flop_counter_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      decoder_start_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config).eval()
+    ids, decoder_ids = torch.randint(0, 128, (2, 12)), torch.randint(0, 128, (2, 5))
+    real = count(model, input_ids=ids, decoder_input_ids=decoder_ids)
+    _no_fallback(monkeypatch)
+    free = count(model, input_ids=ids, decoder_input_ids=decoder_ids, compute=False)
+    assert free.extra["compute_path"] == "meta"
+    expected = _torch_count(_on_meta(T5ForConditionalGeneration, config), input_ids=ids,
+                            decoder_input_ids=decoder_ids)
+    assert real.flops == free.flops == expected
+    assert real.params == free.params
+
+
+def test_generate_passes_strict() -> None:
+    """generate() calls aten.isin (stopping criteria) and friends: nothing is left uncounted."""
+    cls, config = gpt2()
+    model = cls(config).eval()
+    ids = torch.randint(1, 256, (1, 6))
+    m = count(lambda: model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0), strict=True)
+    assert not m.uncounted and m.flops > 0
+
+
+def mixtral() -> tuple[type, object]:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           max_position_embeddings=64)
+    return MixtralForCausalLM, config
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.aten, "_grouped_mm"), reason="torch without aten._grouped_mm")
+def test_mixtral_experts_count_as_grouped_matmuls(monkeypatch: pytest.MonkeyPatch) -> None:
+    cls, config = mixtral()
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    tokens, k, d, inner, layers = 8, 2, 32, 64, 2
+    ids = torch.randint(0, 128, (1, tokens))
+    real = count(model, ids)
+    uses_grouped = "aten._grouped_mm" in real.by_op
+    if not uses_grouped:
+        pytest.skip(f"transformers {transformers.__version__} does not run MoE experts as aten._grouped_mm here")
+    _no_fallback(monkeypatch)
+    free = count(model, ids, compute=False)  # fp32 on meta: torch's meta kernel rejects it; counted from shapes
+    assert free.extra["compute_path"] == "meta" and not free.uncounted and not real.uncounted
+    experts = layers * 2 * tokens * k * (d * 2 * inner + inner * d)  # gate_up (d -> 2·inner), down (inner -> d)
+    assert real.by_op["aten._grouped_mm"] == free.by_op["aten._grouped_mm"] == experts
+    # FlopCounterMode has no _grouped_mm formula (and its meta run needs bf16): everything else agrees
+    assert real.flops == free.flops == _torch_count(_on_meta(cls, config, torch.bfloat16), input_ids=ids) + experts
