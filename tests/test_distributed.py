@@ -28,6 +28,8 @@ from pytest_flops.plugin.gather import RankInfo, exchange_dir, gather, rank_info
 from pytest_flops.counting.counter import FlopCounter
 from pytest_flops.outputs.terminal import columns, render_table, totals
 
+TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 _RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK", "ROLE_RANK",
              "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT")
@@ -369,7 +371,9 @@ def test_collectives_are_zero_cost_not_uncounted() -> None:
         assert m is not None and m.uncounted == {}
         assert m.by_op == {"aten.add": 16}
         # the payload each collective moved: 4x4 float32 = 64 bytes (all_gather's is its output list)
-        moved = m.extra["collective_bytes"]
+        moved = m.extra.get("collective_bytes", {})
+        if TORCH < (2, 5) and "c10d.allreduce_" not in moved:
+            pytest.skip("torch 2.4's eager c10d collectives do not reach a dispatch mode: no payload to record")
         assert moved["c10d.allreduce_"] == 2 * 64 and moved["c10d.broadcast_"] == 64
         assert moved["c10d.allgather_"] == 64 and moved["_c10d_functional.all_reduce"] == 64
         assert "c10d.barrier" not in moved

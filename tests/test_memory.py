@@ -24,6 +24,7 @@ def _mlp(a: int = 64, b: int = 256, c: int = 32) -> nn.Module:
 
 
 def _memtracker_peak(fn, *external) -> int:
+    pytest.importorskip("torch.distributed._tools.mem_tracker", reason="torch without MemTracker (added in 2.5)")
     from torch.distributed._tools.mem_tracker import MemTracker
 
     tracker = MemTracker()

@@ -236,6 +236,10 @@ def packed_mm_flop(a: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
     return 2 * _numel(_first(out).shape) * a.shape[-1]
 
 
+if DEFAULT_REGISTRY.lookup_op(aten._scaled_mm) is None:  # torch < 2.5: no formula of its own in flop_counter
+    op(aten._scaled_mm, category="matmul")(packed_mm_flop)
+
+
 def _first(out: Any) -> Any:
     return out[0] if isinstance(out, (tuple, list)) else out
 
