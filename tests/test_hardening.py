@@ -516,3 +516,35 @@ def test_17_update_hint_from_a_subfolder(pytester: pytest.Pytester, monkeypatch:
     expected = str(pytester.path / "sub" / "b.json")
     result.stdout.fnmatch_lines([f"*if the change is intended, update the baseline: pytest --flops-save-baseline="
                                  f"{expected}"])
+
+
+# -- 10: jagged nested tensors ----------------------------------------------------------------------------
+def test_10_jagged_nested_tensor_is_a_formula_error() -> None:
+    import torch
+
+    from pytest_flops import count
+    from pytest_flops.counting.handlers import FormulaError
+
+    nt = torch.nested.nested_tensor([torch.randn(2, 8), torch.randn(3, 8)], layout=torch.jagged)
+    with pytest.raises(FormulaError, match="cannot count aten.linear on a jagged nested tensor"):
+        count(torch.nn.Linear(8, 4), nt)
+
+
+# -- 16: conftest hooks survive -p no:flops --------------------------------------------------------------
+def test_16_the_examples_conftest_runs_without_the_plugin(pytester: pytest.Pytester) -> None:
+    root = Path(__file__).resolve().parent.parent / "examples"
+    pytester.makeconftest((root / "conftest.py").read_text())
+    (pytester.path / "models.py").write_text((root / "models.py").read_text())
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    result = pytester.runpytest("-p", "no:flops", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "unknown hook" not in result.stdout.str() + result.stderr.str()
+
+
+def test_16_docs_mark_every_conftest_hook_optional() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.joinpath("docs").glob("*.md"), *root.joinpath("examples").glob("*.py")]:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("def pytest_flops_") and "..." not in line:
+                assert lines[i - 1].startswith("@pytest.hookimpl(optionalhook=True)"), f"{path.name}:{i + 1}"

@@ -34,6 +34,18 @@ class FormulaError(RuntimeError):
     """A formula raised while counting an op or a module."""
 
 
+def _symbolic(flops: Any) -> bool:
+    """Whether a formula's result holds a count no int can be made of (a jagged nested tensor's ``j1`` size)."""
+    values = flops.values() if isinstance(flops, dict) else (flops,)
+    for value in values:
+        if type(value).__name__ == "SymInt":
+            try:
+                int(value)
+            except Exception:
+                return True
+    return False
+
+
 class Formula:
     """Count the op with ``fn(*args, out=output, **kwargs)``."""
 
@@ -53,6 +65,9 @@ class Formula:
             flops = self.fn(*args, out=out, **kwargs)
         except Exception as exc:
             raise FormulaError(f"the formula for {self.label} failed: {type(exc).__name__}: {exc}") from exc
+        if type(flops) is not int and _symbolic(flops):
+            raise FormulaError(f"cannot count {self.label} on a jagged nested tensor: its count depends on the "
+                               "ragged sizes, which are symbolic; count the padded tensor or each sequence instead")
         if self.user and mode.trace is not None:
             mode.trace.ok = False
         mode.counter.charge(mode, self.label, self.category, flops, out)
