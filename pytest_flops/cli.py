@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--json", action="store_true", help="print the Measurement as JSON instead of the table")
     count.add_argument("--memory", action="store_true",
                        help="also count peak memory and activations (peak and activations columns; slower)")
+    count.add_argument("--html", metavar="PATH", default=None,
+                       help="also write a self-contained HTML report of the model to PATH: its module tree as an "
+                            "icicle chart sized by FLOPs or params, with zoom (as pytest --flops-html)")
 
     compare = commands.add_parser(
         "compare", help="compare two --flops-json reports; exit 1 on growth beyond the tolerance",
@@ -224,8 +227,11 @@ def _count(args: argparse.Namespace) -> int:
         raise CountError(f"running {args.target!r} on {shapes} failed: it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise CountError(f"running {args.target!r} on {shapes} failed: {_one_line(exc)}") from None
+    written = _write_html(args.html, args.target, shapes, measurement) if args.html else None
     if args.json:
         print(json.dumps(measurement.to_dict(), indent=2))
+        if written:
+            print(written, file=sys.stderr)  # stdout stays one JSON document
         return 0
     how = "meta" if device.type == "meta" else ("computed" if compute else "no compute")
     print(f"{args.target} on {shapes} ({how}, ops={args.ops})")
@@ -237,7 +243,23 @@ def _count(args: argparse.Namespace) -> int:
         from .counting.measurement import uncounted_line
 
         print(uncounted_line(measurement.uncounted))
+    if written:
+        print(written)
     return 0
+
+
+def _write_html(path: str, target: str, shapes: str, measurement: Any) -> str:
+    """The HTML report of one counted model (the page ``pytest --flops-html`` writes, with one row)."""
+    from .outputs.html import write_html
+    from .outputs.json_results import environment
+
+    record = {"nodeid": f"{target} [{shapes}]", "outcome": "", "worker": None, "budget": None, "verdicts": None,
+              "measurements": [measurement.to_dict()]}
+    try:
+        write_html(path, [record], environment=environment(), title=f"{PROG} count {target}")
+    except OSError as exc:
+        raise UsageError(f"cannot write --html {path!r}: {exc.strerror or exc}") from None
+    return f"HTML report written to {path}"
 
 
 def _import(target: str) -> Any:

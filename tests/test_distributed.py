@@ -412,8 +412,8 @@ def test_timed_through_the_fixture_shows_flop_rate(pytester: pytest.Pytester) ->
     """)
     result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["test *FLOP/s*outcome", "*test_timed", "*cpu *[0-9.]*[KMG] *passed",
-                                 "*test_untimed", "*cpu *- *passed"])
+    result.stdout.fnmatch_lines(["test *FLOP/s*outcome", "*test_timed *cpu *[0-9.]*[KMG] *passed",
+                                 "*test_untimed *cpu *- *passed"])
 
 
 def test_data_parallel_on_cpu_counts_the_module() -> None:

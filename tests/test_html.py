@@ -131,3 +131,19 @@ def test_two_hundred_resnet50_tests_stay_under_one_megabyte() -> None:
     page = render_html([record(f"tests/test_models.py::test_resnet50[{i}]", variant(i + 1)) for i in range(200)])
     assert len(embedded(page)["trees"]) == 200
     assert len(page.encode("utf-8")) < 1_000_000
+
+
+def test_pytest_flops_count_html_writes_the_report_of_one_model(tmp_path: Path, capsys: Any) -> None:
+    from pytest_flops.cli import main
+
+    out = tmp_path / "resnet.html"
+    code = main(["count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224", "--json", "--html", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0 and json.loads(printed.out)["name"] == "ResNet"  # stdout stays the JSON document
+    assert printed.err.strip() == f"HTML report written to {out}"
+    data = embedded(out.read_text(encoding="utf-8"))
+    (row,) = data["rows"]
+    assert row["test"] == "pytest_flops.zoo:resnet50 [1x3x224x224]" and row["v"]["flops"] == 8_178_368_512
+    assert data["trees"][0][2] == [8_178_368_512, 25_557_032] and data["title"] == "pytest-flops count pytest_flops.zoo:resnet50"
+    code = main(["count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224", "--html", str(tmp_path)])
+    assert code == 2 and capsys.readouterr().err.startswith(f"pytest-flops: cannot write --html '{tmp_path}': ")

@@ -228,7 +228,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     gate = config.stash.get(GATE_KEY, None)
     if gate is not None and gate.summary is not None:
         extra.append(("vs baseline", gate.delta_cell))
-    for line in render_table(session.records, width=width, full=report == "full", extra_columns=extra):
+    settings = session.settings
+    for line in render_table(session.records, width=width, full=report == "full", extra_columns=extra,
+                             columns=settings.report_columns or None, sort=settings.report_sort):
         terminalreporter.write_line(line)
     silent = [r for r in session.missing_ranks if r not in session.refused_ranks]
     if silent and session.rank is not None:

@@ -105,6 +105,22 @@ def _tolerance(value: Any) -> Tolerance:
         raise ValueError(f"expected {TOLERANCE_FORMS}, or per metric such as 'flops=2%,peak_memory=5%'") from None
 
 
+def _report_columns(value: Any) -> tuple[str, ...]:
+    if not str(value).strip():
+        return ()  # the default columns
+    from ..outputs.terminal import parse_columns
+
+    return parse_columns(str(value))
+
+
+def _report_sort(value: Any) -> str | None:
+    if not str(value).strip():
+        return None  # in the order the tests finished
+    from ..outputs.terminal import parse_sort
+
+    return parse_sort(str(value))
+
+
 @dataclass(frozen=True)
 class FlopsSettings:
     """What the user asked pytest-flops for, parsed once (see the module docstring to add a setting)."""
@@ -115,6 +131,14 @@ class FlopsSettings:
         "report after the run: short, full or off (default off)",
         default="off", parse=_choice(*REPORT_CHOICES), nargs="?", const="short", metavar="short|full",
         hint="(write paths before --flops-report, or use --flops-report=full)")
+    report_columns: tuple[str, ...] = option(
+        "the columns of --flops-report, comma-separated, e.g. 'test,flops,params,used,outcome' (names: test, model, "
+        "flops, macs, params, peak_memory, activations, saved_memory, budget, used, device, worker, rank, rate, baseline, outcome)",
+        "columns of the report (as --flops-report-columns)", default="", parse=_report_columns, metavar="COLS")
+    report_sort: str | None = option(
+        "sort the --flops-report rows by this column (numbers largest first, text A to Z), e.g. 'flops'; "
+        "default: the order the tests finished", "as --flops-report-sort", default="", parse=_report_sort,
+        metavar="COL")
     ops: str = option(
         "what to count: 'matmul' (matmul, conv, attention; default) or 'all' (also norms, pointwise, reductions, "
         "pooling)",
