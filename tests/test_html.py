@@ -68,7 +68,7 @@ def test_budget_use_and_outcome_reach_the_rows() -> None:
                  verdicts=[{"usage": {"flops": 0.6, "params": 1.24}, "excesses": [{"metric": "params"}]}],
                  outcome="failed", worker="gw1")
     (row,) = report_data([rec])["rows"]
-    assert row["budget"] == "1.00K, 50 params" and row["usage"] == 1.24 and row["over"]
+    assert row["budget"] == "1K, 50 params" and row["usage"] == 1.24 and row["over"]
     assert row["outcome"] == "failed" and row["worker"] == "gw1"
     zero = record("t.py::z", m, budget={"flops": 0}, verdicts=[{"usage": {"flops": float("inf")}, "excesses": [{}]}])
     assert report_data([zero])["rows"][0]["usage"] == "inf"  # JSON has no infinity
@@ -147,3 +147,55 @@ def test_pytest_flops_count_html_writes_the_report_of_one_model(tmp_path: Path, 
     assert data["trees"][0][2] == [8_178_368_512, 25_557_032] and data["title"] == "pytest-flops count pytest_flops.zoo:resnet50"
     code = main(["count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224", "--html", str(tmp_path)])
     assert code == 2 and capsys.readouterr().err.startswith(f"pytest-flops: cannot write --html '{tmp_path}': ")
+
+
+PLUGIN_TESTS = """
+import pytest
+import torch
+
+WIDTH = {width}
+
+
+def mlp():
+    return torch.nn.Sequential(torch.nn.Linear(16, WIDTH), torch.nn.ReLU(), torch.nn.Linear(WIDTH, 4))
+
+
+@pytest.mark.max_flops("1M")
+def test_mlp(flops):
+    flops(mlp(), torch.randn(2, 16))
+
+
+def test_fixed(flops):
+    flops(torch.nn.Linear(8, 8), torch.randn(1, 8))
+"""
+
+
+def test_flops_html_writes_the_report_with_baseline_deltas(pytester: Any) -> None:
+    pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=32))
+    pytester.runpytest("-p", "no:cacheprovider", "--flops-save-baseline=b.json").assert_outcomes(passed=2)
+    pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=48))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-baseline=b.json", "--flops-tolerance=100%",
+                                "--flops-html=out/report.html")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["flops html report written to out*report.html"])
+    data = embedded((pytester.path / "out" / "report.html").read_text(encoding="utf-8"))
+    rows = {r["nodeid"]: r for r in data["rows"]}
+    assert set(rows) == {"test_models.py::test_mlp", "test_models.py::test_fixed"}
+    grown, fixed = rows["test_models.py::test_mlp"], rows["test_models.py::test_fixed"]
+    assert grown["v"]["flops"] == 2 * 2 * (16 * 48 + 48 * 4) and grown["budget"] == "1M"
+    assert abs(grown["usage"] - grown["v"]["flops"] / 1e6) < 1e-9 and grown["outcome"] == "passed"
+    assert grown["delta"]["status"] == "within" and grown["delta"]["text"] == "+50.0%"
+    assert grown["delta"]["old"]["flops"] == 2 * 2 * (16 * 32 + 32 * 4)
+    assert grown["delta"]["nodes"][1] == 2 * 2 * 16 * 32  # the first Linear, as the baseline had it
+    assert fixed["delta"]["status"] == "equal" and "nodes" not in fixed["delta"]
+    assert "1 within" in data["baseline"]  # the run's baseline headline
+    assert data["environment"]["pytest_flops"] and data["settings"]["baseline"] == "b.json"
+
+
+def test_the_html_writer_is_imported_only_when_asked_for(pytester: Any) -> None:
+    pytester.makeconftest("import sys\n\ndef pytest_unconfigure():\n"
+                          "    print('HTML loaded:', 'pytest_flops.outputs.html' in sys.modules)\n")
+    pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=8))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--flops-report", "--flops-json=r.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["HTML loaded: False"])

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..units import format_quantity
+from ..budgets import budget_text
 from .io import write_text_atomic
 
 __all__ = ["METRICS", "report_data", "render_html", "write_html", "module_tree"]
@@ -131,13 +131,8 @@ def module_tree(m: Mapping[str, Any], metrics: Sequence[str], types: dict[str, i
 
 
 def _budget_text(budget: Mapping[str, Any] | None) -> str:
-    if not budget:
-        return ""
-    parts = []
-    for key, unit in (("flops", ""), ("macs", " MACs"), ("params", " params")):
-        if budget.get(key) is not None:
-            parts.append(format_quantity(budget[key]) + unit)
-    return ", ".join(parts)
+    text = budget_text(budget)
+    return "" if text == "-" else text
 
 
 def _usage(verdict: Mapping[str, Any] | None) -> Any:

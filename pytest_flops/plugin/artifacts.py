@@ -1,4 +1,5 @@
-"""The files written after the run: baseline, JSON results, Markdown (and the GitHub step summary), flame graphs.
+"""The files written after the run: baseline, JSON results, Markdown (and the GitHub step summary), the HTML
+report, flame graphs.
 
 :func:`configure_artifacts` registers one writer per file the settings ask
 for, and the ``flops-artifacts`` plugin object only when there is at least
@@ -101,7 +102,7 @@ class _Json:
         from ..outputs.json_results import build_results, dumps, environment
 
         s, gate = run.settings, run.gate
-        settings = {"ops": s.ops, "strict": s.strict, "report": s.report,
+        settings = {"rootdir": str(run.rootpath), "ops": s.ops, "strict": s.strict, "report": s.report,
                     "baseline": s.baseline.text if s.baseline else None, "tolerance": str(s.tolerance),
                     "baseline_strict": s.baseline_strict}
         comparisons = {k: c.to_dict() for k, c in gate.comparisons.items()} if gate is not None else None
@@ -140,6 +141,30 @@ class _Markdown:
 
 
 @dataclass
+class _Html:
+    target: PathSetting
+    what: str = "flops html"
+
+    def where(self, run: Run) -> str:
+        return run.shown(self.target.path)
+
+    def write(self, run: Run) -> str:
+        from ..outputs.html import write_html  # only now: the report's template is read when it is written
+        from ..outputs.json_results import environment
+
+        s, gate = run.settings, run.gate
+        options: dict[str, Any] = {}
+        if gate is not None and gate.summary is not None:
+            options = {"comparisons": gate.comparisons, "baseline_summary": gate.summary.headline(),
+                       "baseline": gate.baseline.tests if gate.baseline is not None else {}}
+        settings = {"rootdir": str(run.rootpath), "ops": s.ops, "strict": s.strict, "baseline": s.baseline.text if s.baseline else None,
+                    "tolerance": str(s.tolerance) if s.baseline else None}
+        write_html(self.target.path, run.records, environment=environment(run.rootpath), settings=settings,
+                   **options)
+        return f"flops html report written to {self.where(run)}"
+
+
+@dataclass
 class _FlameGraphs:
     target: PathSetting
     what: str = "flops flame graphs"
@@ -165,6 +190,8 @@ def writers_for(settings: FlopsSettings) -> list[Writer]:
         writers.append(_Json(settings.json))
     if settings.markdown is not None or settings.writes_step_summary:
         writers.append(_Markdown(settings.markdown, settings.step_summary if settings.writes_step_summary else None))
+    if settings.html is not None:
+        writers.append(_Html(settings.html))
     if settings.flamegraph is not None:
         writers.append(_FlameGraphs(settings.flamegraph))
     return writers

@@ -173,6 +173,10 @@ class FlopsSettings:
     markdown: PathSetting | None = option(
         "write the report (with the baseline deltas) as a Markdown table",
         "Markdown report file (as --flops-markdown)", kind="path", metavar="PATH")
+    html: PathSetting | None = option(
+        "write a self-contained HTML report (sortable table, each test's module tree as a chart sized by FLOPs or "
+        "params, baseline deltas) to PATH: one file, nothing fetched", "HTML report file (as --flops-html)",
+        kind="path", metavar="PATH")
     flamegraph: PathSetting | None = option(
         "write one folded-stack file (speedscope, flamegraph.pl) and one SVG flame graph per measured test into DIR",
         "folder for folded-stack files (as --flops-flamegraph)", kind="path", metavar="DIR")
