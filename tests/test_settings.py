@@ -14,6 +14,7 @@ from pytest_flops.plugin.settings import FlopsSettings, PathSetting, get_setting
 BOTH = {
     "report": "full", "ops": "all", "strict": True, "baseline": "base.json", "baseline_strict": True,
     "tolerance": "2%", "json": "out/r.json", "markdown": "out/r.md", "flamegraph": "folded",
+    "report_columns": "flops,outcome", "report_sort": "flops", "html": "out/r.html",
 }
 
 
@@ -76,7 +77,7 @@ def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester) -> No
                                   "(write paths before --flops-report, or use --flops-report=full)"),
     ([], "flops_report = wide", "ERROR: flops_report (ini)='wide' is not valid: expected 'short', 'full' or 'off'"),
     ([], "flops_gather_timeout = soon",
-     "ERROR: flops_gather_timeout (ini)='soon' is not valid: expected a number of seconds (0: no gathering)"),
+     "ERROR: flops_gather_timeout (ini)='soon' is not valid: expected a number of seconds >= 0 (0: no gathering)"),
     ([], "flops_strict = maybe", "ERROR: flops_strict (ini) is not valid: *maybe*"),
     (["--flops-tolerance=lots"], "", "ERROR: --flops-tolerance='lots' is not valid: expected a relative tolerance*"),
 ])
