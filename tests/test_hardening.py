@@ -548,3 +548,16 @@ def test_16_docs_mark_every_conftest_hook_optional() -> None:
         for i, line in enumerate(lines):
             if line.startswith("def pytest_flops_") and "..." not in line:
                 assert lines[i - 1].startswith("@pytest.hookimpl(optionalhook=True)"), f"{path.name}:{i + 1}"
+
+
+# -- 6: a collection error with --flops-save-baseline ------------------------------------------------
+def test_6_collection_error_says_the_baseline_was_not_saved(pytester: pytest.Pytester) -> None:
+    """The run stops at a collection error: the baseline keeps its entries and the terminal says why."""
+    pytester.makepyfile(test_model=MODEL, test_broken="import no_such_module_here\n")
+    save(pytester.path / "b.json", [record("old.py::test_old")], None, None)
+    before = (pytester.path / "b.json").read_text()
+    result = pytester.runpytest("--flops-save-baseline=b.json", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["flops baseline not saved to b.json: the run was interrupted "
+                                 "(a collection error or Ctrl-C); nothing in it was changed"])
+    assert (pytester.path / "b.json").read_text() == before

@@ -33,6 +33,11 @@ __all__ = ["Run", "Writer", "FlopsArtifacts", "configure_artifacts", "writers_fo
 
 #: Exit statuses after which the baseline is not saved: the run did not finish.
 _ABORTED = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
+_ABORTED_WHY: dict[int, str] = {
+    pytest.ExitCode.INTERRUPTED: "the run was interrupted (a collection error or Ctrl-C)",
+    pytest.ExitCode.INTERNAL_ERROR: "pytest had an internal error",
+    pytest.ExitCode.USAGE_ERROR: "pytest stopped on a usage error",
+}
 
 
 @dataclass
@@ -77,8 +82,9 @@ class _Baseline:
         return self.target.text
 
     def write(self, run: Run) -> str | None:
-        if run.exitstatus in _ABORTED:
-            return None
+        if run.exitstatus in _ABORTED:  # never overwrite a baseline from a run that did not finish; say so
+            why = _ABORTED_WHY.get(run.exitstatus, "the run did not finish")
+            return f"flops baseline not saved to {self.target.text}: {why}; nothing in it was changed"
         from ..outputs.baseline import save
         from ..outputs.json_results import torch_version
 
