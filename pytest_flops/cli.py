@@ -222,7 +222,8 @@ def _count(args: argparse.Namespace) -> int:
     except ComputeFreeError as exc:
         raise CountError(f"{exc} (on the command line: --compute)") from None
     except UncountedOpsError as exc:
-        raise CountError(str(exc)) from None
+        raise CountError(f"ops without a FLOP formula ran: {exc.calls}; register one with "
+                         "pytest_flops.register_op_formula(op, fn), or drop --strict") from None
     except SystemExit as exc:
         raise CountError(f"running {args.target!r} on {shapes} failed: it called sys.exit({exc.code!r})") from None
     except Exception as exc:

@@ -52,7 +52,16 @@ _CLOSED = 1 << 30  # a closed counter's modes suppress everything: they may outl
 
 
 class UncountedOpsError(RuntimeError):
-    """Raised by ``FlopCounter(strict=True)`` when ops without a formula ran."""
+    """Raised by ``FlopCounter(strict=True)`` when ops without a formula ran.
+
+    ``calls`` names the ops and their call counts (``aten.foo x3``); ``measurement`` is what was counted, so
+    that a caller (the plugin, the console script) can still report it and word its own advice.
+    """
+
+    def __init__(self, message: str, calls: str = "", measurement: Measurement | None = None) -> None:
+        super().__init__(message)
+        self.calls = calls
+        self.measurement = measurement
 
 
 class ComputeFreeError(RuntimeError):
@@ -342,7 +351,8 @@ class FlopCounter:
             calls = uncounted_calls(self.measurement.uncounted)
             raise UncountedOpsError(
                 f"ops without a FLOP formula ran: {calls}; register one with "
-                "pytest_flops.register_op_formula(op, fn) or use strict=False"
+                "pytest_flops.register_op_formula(op, fn) or use strict=False",
+                calls, self.measurement,
             )
 
     def _new_memory_tracker(self, tracker: ModuleTracker) -> Any:

@@ -7,7 +7,9 @@ imported lazily, when a test first measures something.
 
 from __future__ import annotations
 
-from typing import Any, Generator
+import contextlib
+import sys
+from typing import Any, Generator, Iterator
 
 import pytest
 
@@ -141,6 +143,32 @@ def _measurement_dicts(item: pytest.Item) -> list[dict[str, Any]]:
     return dicts
 
 
+@contextlib.contextmanager
+def _strict_as_failure(item: pytest.Item) -> Iterator[None]:
+    """``--flops-strict``'s UncountedOpsError as a clean test failure (no library traceback), naming the ops and
+    the setting to relax; what was counted stays in the report."""
+    try:
+        yield
+    except Exception as exc:
+        # only a counter that ran can raise it: torch is never imported here for a test that counted nothing
+        counter = sys.modules.get("pytest_flops.counting.counter")
+        if counter is None or not isinstance(exc, counter.UncountedOpsError):
+            raise
+        if exc.measurement is not None:
+            _on_measurement(item, exc.measurement)
+        raise _strict_failure(item, exc) from None  # from None: the library's exception is not shown as context
+
+
+def _strict_failure(item: pytest.Item, exc: Any) -> BaseException:
+    return pytest.fail.Exception(
+        f"{MARKER}: {item.name} ran ops without a FLOP formula (--flops-strict): {exc.calls}\n"
+        "register a formula for them (the pytest_flops_register_formulas hook in conftest.py, or "
+        "flops.register_op_formula(op, fn) in the test), or relax: drop --flops-strict / set "
+        "flops_strict = false in the ini file",
+        pytrace=False,
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     budget = item.stash.get(_BUDGET, None)
@@ -149,8 +177,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
         counter = FlopCounter(_ops_for(item), get_settings(item.config).strict, registry=_registry(item),
                               memory=_memory_for(item))
-        with counter:
-            result = yield  # a failure of the test itself propagates unchanged
+        with _strict_as_failure(item):
+            with counter:
+                result = yield  # a failure of the test itself propagates unchanged
         measurement = counter.measurement
         if measurement is None or (not measurement.by_module and not measurement.flops):
             pytest.fail(
@@ -160,7 +189,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             )
         _on_measurement(item, measurement)
     else:
-        result = yield
+        with _strict_as_failure(item):
+            result = yield
     measurements = item.stash.get(_MEASUREMENTS, [])
     failures = []
     if budget is not None:
