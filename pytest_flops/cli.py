@@ -387,34 +387,14 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]
         assert baseline is not None
         return {k: list(v["measurements"]) for k, v in baseline.tests.items()}, baseline.torch
     if kind == RESULTS_FORMAT:
-        problem = _results_problem(data)
+        from .outputs.baseline import results_problem
+
+        problem = results_problem(data)
         if problem:
             raise UsageError(f"cannot read {path!r}: corrupt --flops-json file: {problem}")
         tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
         return tests, (data.get("environment") or {}).get("torch")
     raise UsageError(f"cannot read {path!r}: not a --flops-json results file nor a --flops-save-baseline file")
-
-
-def _results_problem(data: dict[str, Any]) -> str | None:
-    from .outputs.baseline import measurement_problem
-    from .outputs.io import bad_number_path
-
-    env = data.get("environment")
-    if env is not None and not (isinstance(env, dict) and isinstance(env.get("torch"), (str, type(None)))):
-        return "\"environment\" is not an object with a \"torch\" version"
-    if not isinstance(data.get("tests"), list):
-        return "\"tests\" is not a list"
-    for i, test in enumerate(data["tests"]):
-        if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
-            return f"test {i} has no nodeid"
-        if not isinstance(test.get("measurements"), list):
-            return f"test {test['nodeid']!r} has no \"measurements\" list"
-        for j, m in enumerate(test["measurements"]):
-            problem = measurement_problem(m)
-            if problem:
-                return f"test {test['nodeid']!r} measurement {j} {problem}"
-    bad = bad_number_path(data)
-    return f"field {bad}: not a number pytest-flops writes" if bad else None
 
 
 @dataclass

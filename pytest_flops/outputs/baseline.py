@@ -37,6 +37,7 @@ __all__ = [
     "measurement_problem",
     "record_problem",
     "document_problem",
+    "results_problem",
     "MAX_COUNT",
     "entry_from_record",
     "merge",
@@ -183,10 +184,9 @@ def record_problem(record: Any) -> str | None:
     measurements = record.get("measurements")
     if not isinstance(measurements, list):
         return f"record {nodeid!r} field 'measurements' is {_show(measurements)}: expected a list"
-    for i, m in enumerate(measurements):
-        problem = measurement_problem(m)
-        if problem:
-            return f"record {nodeid!r} measurement {i} {problem}"
+    problem = measurements_problem(f"record {nodeid!r}", measurements)
+    if problem:
+        return problem
     if record.get("outcome") is not None and not isinstance(record["outcome"], str):
         return f"record {nodeid!r} field 'outcome' is {_show(record['outcome'])}: expected a string"
     bad = bad_number_path(record)
@@ -205,12 +205,43 @@ def document_problem(data: Mapping[str, Any]) -> str | None:
             return f"entry {nodeid!r} has no \"measurements\" list"
         if entry.get("torch") is not None and not isinstance(entry["torch"], str):
             return f"entry {nodeid!r} field 'torch' is {_show(entry['torch'])}: expected a version string or null"
-        for i, m in enumerate(entry["measurements"]):
-            problem = measurement_problem(m)
-            if problem:
-                return f"entry {nodeid!r} measurement {i} {problem}"
+        problem = measurements_problem(f"entry {nodeid!r}", entry["measurements"])
+        if problem:
+            return problem
+    return numbers_problem(data)
+
+
+def measurements_problem(where: str, measurements: Sequence[Any]) -> str | None:
+    """The first invalid measurement of one test (baseline entry or results record), named by ``where``."""
+    for i, m in enumerate(measurements):
+        problem = measurement_problem(m)
+        if problem:
+            return f"{where} measurement {i} {problem}"
+    return None
+
+
+def numbers_problem(data: Any) -> str | None:
+    """A number anywhere in the document that pytest-flops never writes (NaN, Infinity, a huge integer)."""
     bad = bad_number_path(data)
     return f"field {bad}: not a number pytest-flops writes" if bad else None
+
+
+def results_problem(data: Mapping[str, Any]) -> str | None:
+    """Why a ``--flops-json`` results document (already known to have its format) is invalid, or None."""
+    env = data.get("environment")
+    if env is not None and not (isinstance(env, dict) and isinstance(env.get("torch"), (str, type(None)))):
+        return "\"environment\" is not an object with a \"torch\" version"
+    if not isinstance(data.get("tests"), list):
+        return "\"tests\" is not a list"
+    for i, test in enumerate(data["tests"]):
+        if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
+            return f"test {i} has no nodeid"
+        if not isinstance(test.get("measurements"), list):
+            return f"test {test['nodeid']!r} has no \"measurements\" list"
+        problem = measurements_problem(f"test {test['nodeid']!r}", test["measurements"])
+        if problem:
+            return problem
+    return numbers_problem(data)
 
 
 def entry_from_record(record: TestRecord, torch: str | None) -> dict[str, Any]:

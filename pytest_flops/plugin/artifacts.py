@@ -95,21 +95,33 @@ class _Baseline:
                 + (f", {len(done.removed)} removed (no longer collected)" if done.removed else ""))
 
 
+def _run_settings(run: Run) -> dict[str, Any]:
+    """The settings a results file records (JSON, HTML): what the numbers were counted and compared under."""
+    s = run.settings
+    return {"rootdir": str(run.rootpath), "ops": s.ops, "strict": s.strict,
+            "baseline": s.baseline.text if s.baseline else None}
+
+
 @dataclass
-class _Json:
+class _ToFile:
+    """A writer of one file named by a setting."""
+
     target: PathSetting
-    what: str = "flops results"
 
     def where(self, run: Run) -> str:
         return run.shown(self.target.path)
+
+
+@dataclass
+class _Json(_ToFile):
+    what: str = "flops results"
 
     def write(self, run: Run) -> str:
         from ..outputs.io import write_text_atomic
         from ..outputs.json_results import build_results, dumps, environment
 
         s, gate = run.settings, run.gate
-        settings = {"rootdir": str(run.rootpath), "ops": s.ops, "strict": s.strict, "report": s.report,
-                    "baseline": s.baseline.text if s.baseline else None, "tolerance": str(s.tolerance),
+        settings = {**_run_settings(run), "report": s.report, "tolerance": str(s.tolerance),
                     "baseline_strict": s.baseline_strict}
         comparisons = {k: c.to_dict() for k, c in gate.comparisons.items()} if gate is not None else None
         document = build_results(run.records, environment(run.rootpath), settings, comparisons,
@@ -147,12 +159,8 @@ class _Markdown:
 
 
 @dataclass
-class _Html:
-    target: PathSetting
+class _Html(_ToFile):
     what: str = "flops html"
-
-    def where(self, run: Run) -> str:
-        return run.shown(self.target.path)
 
     def write(self, run: Run) -> str:
         from ..outputs.html import write_html  # only now: the report's template is read when it is written
@@ -163,20 +171,15 @@ class _Html:
         if gate is not None and gate.summary is not None:
             options = {"comparisons": gate.comparisons, "baseline_summary": gate.summary.headline(),
                        "baseline": gate.baseline.tests if gate.baseline is not None else {}}
-        settings = {"rootdir": str(run.rootpath), "ops": s.ops, "strict": s.strict, "baseline": s.baseline.text if s.baseline else None,
-                    "tolerance": str(s.tolerance) if s.baseline else None}
+        settings = {**_run_settings(run), "tolerance": str(s.tolerance) if s.baseline else None}
         write_html(self.target.path, run.records, environment=environment(run.rootpath), settings=settings,
                    **options)
         return f"flops html report written to {self.where(run)}"
 
 
 @dataclass
-class _FlameGraphs:
-    target: PathSetting
+class _FlameGraphs(_ToFile):
     what: str = "flops flame graphs"
-
-    def where(self, run: Run) -> str:
-        return run.shown(self.target.path)
 
     def write(self, run: Run) -> str:
         from ..outputs.flamegraph import write_flamegraphs
