@@ -15,7 +15,7 @@ parent's formulas and overrides them without changing them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 import torch
 
@@ -111,22 +111,19 @@ class Registry:
 
     def generation(self) -> tuple[int, ...]:
         """Changes whenever this registry or a parent registers something (a key for what counters cache)."""
-        out: list[int] = []
-        registry: Registry | None = self
-        while registry is not None:
-            out += (registry._generation, len(registry._ops), len(registry._modules), len(registry._user))
-            registry = registry.parent
-        return tuple(out)
+        return tuple(n for r in self._chain() for n in (r._generation, len(r._ops), len(r._modules), len(r._user)))
 
     @property
     def user_op_formulas(self) -> bool:
         """Whether a user registered an op formula here or in a parent (now: parents may change later)."""
+        return any(r._user for r in self._chain())
+
+    def _chain(self) -> Iterator["Registry"]:
+        """This registry, then its parents: where every lookup looks, nearest first."""
         registry: Registry | None = self
         while registry is not None:
-            if registry._user:
-                return True
+            yield registry
             registry = registry.parent
-        return False
 
     def child(self) -> "Registry":
         return Registry(self)
@@ -181,6 +178,7 @@ class Registry:
 
     # -- lookup ----------------------------------------------------------
     def lookup_op(self, key: Any) -> tuple[OpFormula, str] | str | None:
+        # per op: a plain loop rather than _chain(), which costs a generator per call
         registry: Registry | None = self
         while registry is not None:
             entry = registry._ops.get(key)
@@ -191,38 +189,25 @@ class Registry:
 
     def is_user_op(self, key: Any) -> bool:
         """Whether the formula that ``lookup_op(key)`` finds was registered by a user (it may read values)."""
-        registry: Registry | None = self
-        while registry is not None:
-            if key in registry._ops:
-                return key in registry._user
-            registry = registry.parent
-        return False
+        return next((key in r._user for r in self._chain() if key in r._ops), False)
 
     def lookup_module(self, module_type: type) -> tuple[ModuleFormula, str] | None:
+        chain = list(self._chain())
         for klass in module_type.__mro__:
-            registry: Registry | None = self
-            while registry is not None:
+            for registry in chain:
                 entry = registry._modules.get(klass)
                 if entry is not None:
                     return entry
-                registry = registry.parent
         return None
 
     def has_module_formulas(self) -> bool:
-        registry: Registry | None = self
-        while registry is not None:
-            if registry._modules:
-                return True
-            registry = registry.parent
-        return False
+        return any(r._modules for r in self._chain())
 
     def known_ops(self) -> Iterable[tuple[Any, tuple[OpFormula, str] | str]]:
         seen: dict[Any, Any] = {}
-        registry: Registry | None = self
-        while registry is not None:
+        for registry in self._chain():
             for key, entry in registry._ops.items():
                 seen.setdefault(key, entry)
-            registry = registry.parent
         return seen.items()
 
 
