@@ -360,8 +360,9 @@ def _make_input(spec: InputSpec, device: Any, float_dtype: Any, compute: bool) -
 
 
 # -- compare ------------------------------------------------------------------
-def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
-    """``({nodeid: [measurement dicts]}, torch version)`` of a ``--flops-json`` results file or a baseline file.
+def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None, str | None]:
+    """``({nodeid: [measurement dicts]}, torch version, why the run is incomplete)`` of a ``--flops-json``
+    results file or a baseline file (the last is None for a complete run, and for a baseline).
 
     Read with the baseline's bounds (size, nesting) and every measurement validated like a baseline's:
     a malformed file is a :class:`UsageError` naming the test and the field.
@@ -385,7 +386,7 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]
         except BaselineError as exc:
             raise UsageError(str(exc)) from None
         assert baseline is not None
-        return {k: list(v["measurements"]) for k, v in baseline.tests.items()}, baseline.torch
+        return {k: list(v["measurements"]) for k, v in baseline.tests.items()}, baseline.torch, None
     if kind == RESULTS_FORMAT:
         from .outputs.baseline import results_problem
 
@@ -393,7 +394,10 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None]
         if problem:
             raise UsageError(f"cannot read {path!r}: corrupt --flops-json file: {problem}")
         tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
-        return tests, (data.get("environment") or {}).get("torch")
+        incomplete = data.get("incomplete") if data.get("complete") is False else None
+        why = incomplete.get("why") if isinstance(incomplete, dict) else None
+        why = why[:500] if isinstance(why, str) else ("incomplete run" if data.get("complete") is False else None)
+        return tests, (data.get("environment") or {}).get("torch"), why
     raise UsageError(f"cannot read {path!r}: not a --flops-json results file nor a --flops-save-baseline file")
 
 
@@ -416,8 +420,8 @@ def _compare(args: argparse.Namespace) -> int:
         tolerance = parse_tolerance(args.tolerance)
     except ValueError as exc:
         raise UsageError(f"--tolerance: {exc}") from None
-    old, old_torch = _load_tests(args.old)
-    new, new_torch = _load_tests(args.new)
+    old, old_torch, old_why = _load_tests(args.old)
+    new, new_torch, new_why = _load_tests(args.new)
     result = _compare_tests(old, new, old_torch, tolerance, args.strict, args.top)
     header, *lines = align_columns([("test", "old FLOPs", "new FLOPs", "change", "status"), *result.rows],
                                    right={1, 2, 3})
@@ -430,6 +434,9 @@ def _compare(args: argparse.Namespace) -> int:
         print("\n".join(result.details))
     if old_torch and new_torch and old_torch != new_torch:
         print("note: " + torch_note(old_torch, new_torch, args.old, f"{args.new} with"))
+    for path, why in ((args.old, old_why), (args.new, new_why)):
+        if why:
+            print(f"note: {path} is from a run that did not finish ({why}): tests it lacks show as new or removed")
     print()
     order = ("regressed", "improved", "within", "changed", "equal", "new", "removed")
     names = {"within": "within tolerance", "equal": "unchanged"}

@@ -355,6 +355,12 @@ def test_compare_files_written_by_the_plugin(pytester: pytest.Pytester, capsys: 
     code, out, _ = run(capsys, "compare", str(old), str(new), "--tolerance", "10%")
     assert code == 1 and "test_model.py::test_model" in out and "+25.0%" in out
     assert run(capsys, "compare", str(old), str(new), "--tolerance", "25%")[0] == 0
+    doc = json.loads(new.read_text())
+    doc.update(complete=False, incomplete={"why": "the run was stopped by SIGTERM"})
+    new.write_text(json.dumps(doc))
+    out = run(capsys, "compare", str(old), str(new), "--tolerance", "25%")[1]
+    assert (f"note: {new} is from a run that did not finish (the run was stopped by SIGTERM): tests it lacks show "
+            "as new or removed") in out
 
 
 @pytest.mark.parametrize("content,message", [

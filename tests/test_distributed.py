@@ -244,6 +244,50 @@ def test_torchrun_with_a_gloo_group_of_the_tests(tmp_path: Path) -> None:
     assert all(t["measurements"][0]["uncounted"] == {} for t in doc["tests"])
 
 
+TORCHRUN_RANK_DIES = """
+import os, time, torch
+RANK = int(os.environ["RANK"])
+
+def test_measured(flops):
+    flops(torch.nn.Linear(16, 16), torch.randn(4, 16))
+
+def test_rank1_dies():
+    if RANK == 1:
+        for _ in range(600):  # once rank 0 has measured (a loaded machine may be slow to get there)
+            if os.path.exists("rank0-busy"):
+                break
+            time.sleep(0.1)
+        os._exit(3)  # no report, no records: torchrun then stops rank 0 with SIGTERM
+    open("rank0-busy", "w").close()
+    time.sleep(60)  # rank 0 is still busy when it is stopped
+"""
+
+
+def test_torchrun_rank0_writes_what_it_has_when_a_rank_dies(tmp_path: Path) -> None:
+    """Issue 12, case 5: rank 0 is SIGTERMed mid-test; it still prints its report and writes the JSON and the
+    Markdown, marked incomplete, naming the rank that sent nothing."""
+    begin = time.monotonic()
+    proc, doc = _torchrun(tmp_path, TORCHRUN_RANK_DIES)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and time.monotonic() - begin < 50, output
+    assert doc["complete"] is False, doc
+    assert doc["incomplete"]["stopped"] == "the run was stopped by SIGTERM"
+    assert doc["incomplete"]["missing_ranks"] == [1] and doc["incomplete"]["timed_out"] is False
+    assert [(t["nodeid"].split("::")[1], t["rank"]) for t in doc["tests"]] == [("test_measured", 0)]
+    why = "the run was stopped by SIGTERM; rank 1 of 2 sent no measurements before rank 0 stopped"
+    assert doc["incomplete"]["why"] == why
+    assert "incomplete run: the run was stopped by SIGTERM" in output
+    assert f"**Incomplete run:** {why}." in (tmp_path / "step-summary.md").read_text()
+
+
+def test_a_rank_stopped_early_sends_what_it_has(tmp_path: Path) -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"stopped-{os.getpid()}"}
+    gather([{"nodeid": "t1", "measurements": []}], RankInfo(1, 2), 5, env, stopped="the run was stopped by SIGTERM")
+    result = gather([{"nodeid": "t0", "measurements": []}], RankInfo(0, 2), timeout=10, environ=env)
+    assert result is not None and [r["nodeid"] for r in result.records] == ["t0", "t1"]
+    assert result.missing == [] and result.stopped == {1: "the run was stopped by SIGTERM"}
+
+
 def test_ranks_exchange_files_without_torchrun(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """RANK/WORLD_SIZE from another launcher, no agent store, no process group: the file fallback.
 
@@ -276,11 +320,15 @@ def test_rank0_stops_waiting_after_the_timeout(pytester: pytest.Pytester, monkey
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_PORT", f"timeout-{os.getpid()}")
     begin = time.monotonic()
-    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "-o", "flops_gather_timeout=0.3")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "-o", "flops_gather_timeout=0.3",
+                                "--flops-json=out.json")
     assert time.monotonic() - begin < 30
     result.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "out.json").read_text())  # the JSON says which rank is missing, and why
+    assert doc["complete"] is False and doc["incomplete"]["missing_ranks"] == [1] and doc["incomplete"]["timed_out"]
+    assert doc["incomplete"]["why"] == "rank 1 of 2 sent no measurements within flops_gather_timeout (0.3 s)"
     result.stdout.fnmatch_lines(["rank 0 total*2.30K*", "world total*2.30K*",
-                                 "ranks 1 of 2 sent no measurements within flops_gather_timeout (0.3 s)*"])
+                                 "incomplete run: rank 1 of 2 sent no measurements within flops_gather_timeout (0.3 s)"])
 
 
 # -- collect.py -------------------------------------------------------------------------

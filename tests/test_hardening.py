@@ -273,8 +273,8 @@ def test_18_planted_records_do_not_reach_the_report(pytester: pytest.Pytester, m
     result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "-o", "flops_gather_timeout=0.5")
     result.assert_outcomes(passed=1)
     assert "1.00T" not in result.stdout.str() and "test_planted" not in result.stdout.str()
-    result.stdout.fnmatch_lines(["rank 1's measurements were refused (the exchange directory * is open to other "
-                                 "users (mode 777, expected 700)): its rows are missing"])
+    result.stdout.fnmatch_lines(["incomplete run: rank 1's measurements were refused (the exchange directory * is "
+                                 "open to other users (mode 777, expected 700))"])
 
 
 # -- 8: pytest-flops compare / count: one line, exit 2 (or 1), never a traceback ---------------------
@@ -558,6 +558,104 @@ def test_6_collection_error_says_the_baseline_was_not_saved(pytester: pytest.Pyt
     before = (pytester.path / "b.json").read_text()
     result = pytester.runpytest("--flops-save-baseline=b.json", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["flops baseline not saved to b.json: the run was interrupted "
-                                 "(a collection error or Ctrl-C); nothing in it was changed"])
+    result.stdout.fnmatch_lines(["flops baseline not saved to b.json: the run was interrupted: 1 error during "
+                                 "collection; nothing in it was changed"])
     assert (pytester.path / "b.json").read_text() == before
+
+
+# -- 4: an interrupted run's files say so ------------------------------------------------------------
+INTERRUPTED = """
+import os, signal, pytest, torch
+
+def test_a(flops):
+    flops(torch.nn.Linear(4, 4), torch.randn(1, 4))
+
+def test_b(flops):
+    flops(torch.nn.Linear(8, 8), torch.randn(1, 8))
+    {stop}
+
+def test_c(flops):
+    flops(torch.nn.Linear(16, 16), torch.randn(1, 16))
+"""
+_OUTPUTS = ("--flops-report", "--flops-json=r.json", "--flops-markdown=r.md", "--flops-html=r.html",
+            "--flops-save-baseline=b.json", "-p", "no:cacheprovider")
+
+
+def _check_incomplete(path: Path, why: str, nodeids: list[str]) -> None:
+    doc = json.loads((path / "r.json").read_text())
+    assert doc["complete"] is False and doc["incomplete"]["why"] == why and doc["incomplete"]["stopped"] == why
+    assert [t["nodeid"].split("::")[1] for t in doc["tests"]] == nodeids  # what was measured before the stop
+    assert f"> **Incomplete run:** {why}." in (path / "r.md").read_text()
+    assert '"incomplete":"' + why in (path / "r.html").read_text()
+
+
+def test_4_ctrl_c_marks_every_file_incomplete_and_keeps_the_baseline(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model=INTERRUPTED.format(stop="raise KeyboardInterrupt"))
+    save(pytester.path / "b.json", [record("old.py::test_old")], None, None)
+    before = (pytester.path / "b.json").read_text()
+    result = pytester.runpytest(*_OUTPUTS, no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    why = "the run was interrupted (Ctrl-C)"
+    result.stdout.fnmatch_lines([f"incomplete run: {why}",
+                                 f"flops baseline not saved to b.json: {why}; nothing in it was changed",
+                                 "flops results written to r.json"])
+    _check_incomplete(pytester.path, why, ["test_a"])
+    assert (pytester.path / "b.json").read_text() == before
+
+
+def test_4_sigterm_ends_the_run_like_ctrl_c(pytester: pytest.Pytester) -> None:
+    """A CI job's time limit: SIGTERM mid-run. The files are written and marked; nothing is saved. (A real
+    signal, in a subprocess: the handler is the process's.)"""
+    pytester.makepyfile(test_model=INTERRUPTED.format(stop="os.kill(os.getpid(), signal.SIGTERM)"))
+    save(pytester.path / "b.json", [record("old.py::test_old")], None, None)
+    before = (pytester.path / "b.json").read_text()
+    result = pytester.runpytest_subprocess(*_OUTPUTS, "-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    why = "the run was stopped by SIGTERM"
+    result.stdout.fnmatch_lines([f"incomplete run: {why}", f"flops baseline not saved to b.json: {why}*"])
+    _check_incomplete(pytester.path, why, ["test_a"])  # test_b was stopped in its call: no report for it
+    assert (pytester.path / "b.json").read_text() == before
+
+
+def test_4_stopping_early_is_incomplete_and_a_finished_run_complete(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_model=INTERRUPTED.format(stop="assert False"))
+    result = pytester.runpytest("-x", *_OUTPUTS[1:3])
+    result.assert_outcomes(passed=1, failed=1)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["complete"] is False and doc["incomplete"]["why"] == "the run stopped early: stopping after 1 failures"
+    assert "**Incomplete run:** the run stopped early" in (pytester.path / "r.md").read_text()
+    result = pytester.runpytest("--deselect=test_model.py::test_b", *_OUTPUTS[1:3])
+    result.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["complete"] is True and doc["incomplete"] is None
+    assert "Incomplete" not in (pytester.path / "r.md").read_text()
+
+
+def test_4_a_handler_of_the_suite_is_left_alone(pytester: pytest.Pytester) -> None:
+    """A suite that handles SIGTERM itself keeps its handler; the plugin removes its own after the run."""
+    pytester.makeconftest("""
+        import signal
+        def mine(signum, frame):
+            pass
+        def pytest_configure(config):
+            if config.getoption("--mine"):
+                config._before = signal.signal(signal.SIGTERM, mine)
+        def pytest_unconfigure(config):
+            if config.getoption("--mine"):
+                signal.signal(signal.SIGTERM, config._before)
+        def pytest_addoption(parser):
+            parser.addoption("--mine", action="store_true")
+    """)
+    pytester.makepyfile(test_model="""
+        import signal
+        def test_handler(request):
+            name = getattr(signal.getsignal(signal.SIGTERM), "__name__", "")
+            assert name == ("mine" if request.config.getoption("--mine") else "_handle"), name
+    """)
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    pytester.runpytest("--flops-json=r.json", "--mine").assert_outcomes(passed=1)
+    if before is signal.SIG_DFL:  # else the outer run already handles SIGTERM and the inner leaves it alone
+        pytester.runpytest("--flops-json=r.json").assert_outcomes(passed=1)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -60,6 +60,13 @@ def test_results_and_baseline_files_match_their_schemas(pytester: pytest.Pyteste
     assert compared["summary"]["baseline"]["counts"]["equal"] == 3
 
 
+def test_an_interrupted_run_matches_the_schema(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_models=TESTS.replace("def test_two(flops):", "def test_two(flops):\n        raise KeyboardInterrupt"))
+    pytester.runpytest("-p", "no:cacheprovider", "--flops-json=r.json", no_reraise_ctrlc=True)
+    results = _validate(pytester.path / "r.json", "results")
+    assert results["complete"] is False and results["incomplete"]["reasons"] == ["the run was interrupted (Ctrl-C)"]
+
+
 def test_schemas_reject_what_readers_refuse() -> None:
     baseline = {"format": "pytest-flops-baseline", "schema_version": 1, "tests": {
         "t::a": {"measurements": [{"flops": -1, "macs": 0, "params": 0}]}}}

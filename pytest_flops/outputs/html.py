@@ -211,12 +211,14 @@ def _row(record: Mapping[str, Any], index: int, m: Mapping[str, Any], many: bool
 def report_data(records: Iterable[Any], *, environment: Mapping[str, Any] | None = None,
                 comparisons: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
                 baseline_summary: str | None = None, settings: Mapping[str, Any] | None = None,
-                title: str = "pytest-flops report", created: str | None = None) -> dict[str, Any]:
+                title: str = "pytest-flops report", created: str | None = None,
+                incomplete: str | None = None) -> dict[str, Any]:
     """The JSON document the page reads: rows (one per measurement), distinct module trees, totals, environment.
 
     ``comparisons``: nodeid -> ``TestComparison`` (or its ``to_dict()``) when a
     baseline was compared; ``baseline``: nodeid -> baseline entry (its
-    per-module FLOPs feed the diff view).
+    per-module FLOPs feed the diff view); ``incomplete``: why the run's
+    results are not whole (shown first, in red).
     """
     types: dict[str, int] = {}
     trees: list[Any] = []
@@ -245,6 +247,7 @@ def report_data(records: Iterable[Any], *, environment: Mapping[str, Any] | None
                     for k, label, unit, _, add in METRICS if k in present],
         "columns": [{"key": k, "label": label, "unit": unit} for k, label, unit in _COLUMNS if k in present],
         "baseline": baseline_summary if comparisons is not None else None,
+        "incomplete": incomplete,
         "types": list(types),
         "trees": trees,
         "rows": rows,

@@ -81,8 +81,13 @@ def environment(root: str | Path | None = None) -> dict[str, Any]:
 
 def build_results(records: Iterable[TestRecord], env: Mapping[str, Any], settings: Mapping[str, Any],
                   comparisons: Mapping[str, Mapping[str, Any]] | None = None,
-                  baseline_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The document ``--flops-json`` writes: one entry per measured test, the environment and totals."""
+                  baseline_summary: Mapping[str, Any] | None = None,
+                  incomplete: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The document ``--flops-json`` writes: one entry per measured test, the environment and totals.
+
+    ``incomplete``: why the results are not the whole run's (an interrupted run, a torchrun rank that sent
+    nothing); the document says ``"complete": false`` and records it.
+    """
     tests = []
     for record in records:
         test: dict[str, Any] = {
@@ -117,6 +122,8 @@ def build_results(records: Iterable[TestRecord], env: Mapping[str, Any], setting
         "format": RESULTS_FORMAT,
         "schema_version": RESULTS_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": incomplete is None,
+        "incomplete": dict(incomplete) if incomplete is not None else None,
         "environment": dict(env),
         "settings": dict(settings),
         "tests": tests,

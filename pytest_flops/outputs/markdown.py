@@ -25,9 +25,15 @@ def _cell(text: str) -> str:
 
 def render_markdown(records: Sequence[Mapping[str, Any]], comparisons: Mapping[str, TestComparison] | None = None,
                     summary: RunSummary | None = None, baseline: str | None = None,
-                    notes: Sequence[str] = (), title: str = "pytest-flops") -> str:
-    """A heading, one table row per measurement (with the baseline delta when there is one), and the regressions."""
+                    notes: Sequence[str] = (), title: str = "pytest-flops", incomplete: str | None = None) -> str:
+    """A heading, one table row per measurement (with the baseline delta when there is one), and the regressions.
+
+    ``incomplete``: why the run's results are not whole; said first, under the heading.
+    """
     lines = [f"### {title}", ""]
+    if incomplete:
+        lines += [f"> **Incomplete run:** {_cell(incomplete)}. The table holds what was measured before it stopped.",
+                  ""]
     table = rows(records)
     if not table:
         lines.append("No measurements.")

@@ -31,15 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Run", "Writer", "FlopsArtifacts", "configure_artifacts", "writers_for"]
 
-#: Exit statuses after which the baseline is not saved: the run did not finish.
-_ABORTED = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
-_ABORTED_WHY: dict[int, str] = {
-    pytest.ExitCode.INTERRUPTED: "the run was interrupted (a collection error or Ctrl-C)",
-    pytest.ExitCode.INTERNAL_ERROR: "pytest had an internal error",
-    pytest.ExitCode.USAGE_ERROR: "pytest stopped on a usage error",
-}
-
-
 @dataclass
 class Run:
     """What the writers get: the run's records, the baseline comparison (if any) and where pytest started."""
@@ -50,7 +41,8 @@ class Run:
     collected: dict[str, list[str]] | None
     invocation_dir: Path
     rootpath: Path
-    exitstatus: int
+    stopped: str | None = None  # why this process's run did not finish (None: it did)
+    incomplete: dict[str, Any] | None = None  # why the results are not the whole run's (session.incomplete)
 
     @property
     def primary(self) -> list[TestRecord]:
@@ -82,9 +74,8 @@ class _Baseline:
         return self.target.text
 
     def write(self, run: Run) -> str | None:
-        if run.exitstatus in _ABORTED:  # never overwrite a baseline from a run that did not finish; say so
-            why = _ABORTED_WHY.get(run.exitstatus, "the run did not finish")
-            return f"flops baseline not saved to {self.target.text}: {why}; nothing in it was changed"
+        if run.stopped:  # never overwrite a baseline from a run that did not finish; say so
+            return f"flops baseline not saved to {self.target.text}: {run.stopped}; nothing in it was changed"
         from ..outputs.baseline import save
         from ..outputs.json_results import torch_version
 
@@ -125,7 +116,7 @@ class _Json(_ToFile):
                     "baseline_strict": s.baseline_strict}
         comparisons = {k: c.to_dict() for k, c in gate.comparisons.items()} if gate is not None else None
         document = build_results(run.records, environment(run.rootpath), settings, comparisons,
-                                 gate.baseline_info() if gate is not None else None)
+                                 gate.baseline_info() if gate is not None else None, incomplete=run.incomplete)
         write_text_atomic(self.target.path, dumps(document))
         return f"flops results written to {self.where(run)}"
 
@@ -146,7 +137,8 @@ class _Markdown:
         gate = run.gate
         text = render_markdown(run.records, gate.comparisons if gate is not None else None,
                                gate.summary if gate is not None else None, gate.text if gate is not None else None,
-                               notes=gate.notes() if gate is not None else ())
+                               notes=gate.notes() if gate is not None else (),
+                               incomplete=run.incomplete["why"] if run.incomplete else None)
         done = []
         if self.target is not None:
             write_text_atomic(self.target.path, text)
@@ -173,7 +165,7 @@ class _Html(_ToFile):
                        "baseline": gate.baseline.tests if gate.baseline is not None else {}}
         settings = {**_run_settings(run), "tolerance": str(s.tolerance) if s.baseline else None}
         write_html(self.target.path, run.records, environment=environment(run.rootpath), settings=settings,
-                   **options)
+                   incomplete=run.incomplete["why"] if run.incomplete else None, **options)
         return f"flops html report written to {self.where(run)}"
 
 
@@ -228,7 +220,8 @@ class FlopsArtifacts:
         collected = self.config.stash.get(COLLECTED_KEY, None)
         run = Run(flops_session.records, self.settings, self.config.stash.get(GATE_KEY, None),
                   collected.children or None if collected is not None else None,
-                  self.config.invocation_params.dir, self.config.rootpath, exitstatus)
+                  self.config.invocation_params.dir, self.config.rootpath, flops_session.stopped,
+                  flops_session.incomplete)
         failed = False
         for writer in self.writers:
             try:

@@ -78,6 +78,7 @@ class GatherResult:
     missing: list[int] = field(default_factory=list)  # ranks whose records are not in ``records``
     via: dict[int, str] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)  # rank -> why its message was not believed
+    stopped: dict[int, str] = field(default_factory=dict)  # rank -> why it did not finish (it sent what it had)
     timed_out: bool = False  # some rank sent nothing within the timeout
     interrupted: str | None = None  # "SIGTERM" when the wait was cut short
 
@@ -210,8 +211,9 @@ class _Refused(Exception):
     """A record that rank 0 will not believe (the message says why)."""
 
 
-def _records_of(payload: str, rank: int) -> list[TestRecord]:
-    """The records in one rank's message, validated like a baseline; raises ``_Refused``."""
+def _records_of(payload: str, rank: int) -> tuple[list[TestRecord], str | None]:
+    """The records in one rank's message, validated like a baseline, and why that rank did not finish
+    (None: it did); raises ``_Refused``."""
     from ..outputs.baseline import record_problem
     from ..outputs.io import DocumentError, parse_json_document
 
@@ -227,9 +229,12 @@ def _records_of(payload: str, rank: int) -> list[TestRecord]:
         problem = record_problem(record)
         if problem:
             raise _Refused(problem)
+    stopped = data.get("stopped")
+    if stopped is not None and (not isinstance(stopped, str) or len(stopped) > 1000):
+        raise _Refused(f"its message's 'stopped' is not a short string: {str(stopped)[:40]!r}")
     from ..outputs.records import with_rank
 
-    return [with_rank(r, rank) for r in data["records"]]
+    return [with_rank(r, rank) for r in data["records"]], stopped
 
 
 _terminated: list[int] = []  # signal numbers received while rank 0 waits (see gather)
@@ -241,7 +246,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float = DEFAULT_TIMEOUT,
            environ: Mapping[str, str] | None = None, poll: float = 0.05,
-           since: float | None = None) -> GatherResult | None:
+           since: float | None = None, stopped: str | None = None) -> GatherResult | None:
     """Send this rank's ``records`` to rank 0; on rank 0, return every rank's (None on the others).
 
     Each record gets ``"rank"``. Rank 0 waits up to ``timeout`` seconds; ranks
@@ -251,7 +256,8 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     A rank whose message is not valid (or whose file another user wrote) is
     listed in ``missing`` and ``refused``. Files older than ``since`` (a
     ``time.time()``; the plugin passes its start less a minute) are left from
-    an earlier job and ignored.
+    an earlier job and ignored. ``stopped``: why this rank's run did not finish
+    (a rank > 0 sends it with its records; rank 0 lists it in ``stopped``).
     """
     from ..outputs.records import with_rank
 
@@ -260,7 +266,8 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
     store, store_name = _open_store(env)
     folder = exchange_dir(env)
     if info.rank != 0:
-        message = json.dumps({"rank": info.rank, "world_size": info.world_size, "records": own})
+        message = json.dumps({"rank": info.rank, "world_size": info.world_size, "records": own,
+                              **({"stopped": stopped} if stopped else {})})
         if store is not None:
             try:
                 store.set(_key(env, info.rank), message)
@@ -333,8 +340,10 @@ def _wait_for_ranks(result: GatherResult, info: RankInfo, store: Any, store_name
                     continue
                 if how == "file":
                     (folder / f"rank-{rank}.json").unlink(missing_ok=True)
-                by_rank[rank] = _records_of(payload, rank)
+                by_rank[rank], why = _records_of(payload, rank)
                 result.via[rank] = how
+                if why:
+                    result.stopped[rank] = why
             except _Refused as exc:
                 result.refused[rank] = str(exc)
             pending.discard(rank)

@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "flops-session")
     configure_gating(config, settings)  # only when a baseline is compared or saved
     configure_artifacts(config, settings)  # only the writers of the files asked for
+    if settings.report != "off" or session.rank is not None or config.pluginmanager.has_plugin("flops-artifacts"):
+        session.guard_sigterm()  # something would be lost to a SIGTERM: end the run like Ctrl-C instead
 
 
 # -- marker -------------------------------------------------------------------
@@ -262,11 +264,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in render_table(session.records, width=width, full=report == "full", extra_columns=extra,
                              columns=settings.report_columns or None, sort=settings.report_sort):
         terminalreporter.write_line(line)
-    silent = [r for r in session.missing_ranks if r not in session.refused_ranks]
-    if silent and session.rank is not None:
-        terminalreporter.write_line(
-            f"ranks {', '.join(map(str, silent))} of {session.rank.world_size} sent no measurements "
-            f"within flops_gather_timeout ({session.settings.gather_timeout:g} s): their rows are missing", yellow=True)
-    for rank, reason in sorted(session.refused_ranks.items()):
-        terminalreporter.write_line(f"rank {rank}'s measurements were refused ({reason}): its rows are missing",
-                                    yellow=True)
+    incomplete = session.incomplete
+    for reason in incomplete["reasons"] if incomplete is not None else ():
+        terminalreporter.write_line(f"incomplete run: {reason}", red=True, bold=True)

@@ -203,6 +203,7 @@
     var env = D.environment || {};
     $("subtitle").textContent = [D.created, env.pytest_flops ? "pytest-flops " + env.pytest_flops : "",
                                  env.torch ? "torch " + env.torch : ""].filter(Boolean).join(" \u00b7 ");
+    if (D.incomplete) card("incomplete run", D.incomplete, true);
     card("tests", Object.keys(tests).length);
     card("measurements", D.rows.length);
     card("FLOPs", si(sums.flops));
