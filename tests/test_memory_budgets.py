@@ -125,6 +125,67 @@ def test_wrong_unit_in_the_marker_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*activations='40MB' has the wrong unit*"])
 
 
+def test_ini_default_budgets_apply_to_measured_tests_and_markers_override_them(pytester):
+    """flops_max_peak_memory / flops_max_activations / flops_max_flops: the budget of every test that measures
+    something; a marker's key wins over the ini's; a test that measures nothing is not made a measured one."""
+    pytester.makeini("""
+        [pytest]
+        flops_max_peak_memory = 50KB
+        flops_max_activations = 10K
+        flops_max_flops = 1G
+    """)
+    result = run(pytester, """
+        def test_default(flops):
+            with torch.no_grad():
+                flops(make_model(), torch.randn(4, 64))  # memory counted: the default budget limits it
+
+        @pytest.mark.max_flops(peak_memory="1MB")
+        def test_marker_overrides(flops):
+            with torch.no_grad():
+                m = flops(make_model(), torch.randn(4, 64))
+            assert m.activations == 4 * 266
+
+        @pytest.mark.max_flops(activations="100")
+        def test_marker_keeps_the_other_defaults(flops):
+            with torch.no_grad():
+                flops(make_model(), torch.randn(4, 64))
+
+        def test_fixture_unused(flops):
+            pass
+
+        def test_not_measured():
+            make_model()(torch.randn(4, 64))
+    """, "--flops-report", "--flops-json=r.json")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines(["*max_flops: Sequential peaked at *KiB, budget 48.83 KiB*"])
+    result.stdout.fnmatch_lines(["*Sequential output 1.06K activations, budget 100 activations*"])
+    import json
+
+    tests = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "r.json").read_text())["tests"]}
+    assert sorted(tests) == ["test_default", "test_marker_keeps_the_other_defaults", "test_marker_overrides"]
+    assert tests["test_default"]["budget"] == {"flops": 10**9, "macs": None, "params": None, "ops": None,
+                                               "peak_memory": 50_000, "activations": 10_000}
+    assert tests["test_marker_overrides"]["budget"]["peak_memory"] == 10**6
+    assert tests["test_marker_keeps_the_other_defaults"]["budget"]["peak_memory"] == 50_000
+    assert [t["outcome"] for t in tests.values()] == ["failed", "passed", "failed"]
+
+
+@pytest.mark.parametrize("ini, message", [
+    ("flops_max_peak_memory = 5M", "flops_max_peak_memory (ini)='5M' is not valid: expected a non-negative number "
+                                   "of bytes, or a string with a byte unit such as '12GB'*"),
+    ("flops_max_activations = 3MB", "flops_max_activations (ini)='3MB' is not valid: expected a count of elements*"),
+    ("flops_max_params = 1G FLOPs", "flops_max_params (ini)='1G FLOPs' is not valid: names FLOPs, not params: set "
+                                    "flops_max_flops instead, or drop the unit"),
+    ("flops_max_saved_memory = lots", "flops_max_saved_memory (ini)='lots' is not valid: expected*"),
+])
+def test_bad_ini_default_budget_is_one_line(pytester, ini, message):
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = run(pytester, "def test_a(flops):\n    pass\n")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert len([line for line in result.stderr.lines if line.strip()]) == 1
+
+
 def test_memory_figures_in_user_properties_and_junit(pytester):
     result = run(pytester, """
         @pytest.mark.max_flops(peak_memory="1GB")

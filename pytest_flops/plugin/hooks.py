@@ -22,6 +22,7 @@ from .settings import REPORT_CHOICES, SETTINGS_KEY, FlopsSettings, add_options, 
 
 MARKER = "max_flops"
 _BUDGET = pytest.StashKey[Budget]()
+_MARKED = pytest.StashKey[bool]()  # the budget comes from a max_flops marker (not only from flops_max_* ini keys)
 _MEASUREMENTS = pytest.StashKey[list]()
 _REGISTRY = pytest.StashKey[Any]()
 _VERDICTS = pytest.StashKey[list]()
@@ -73,14 +74,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # -- marker -------------------------------------------------------------------
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the flops_max_* ini keys: the farthest level, for the tests with a marker or the flops fixture (the others
+    # measure nothing: a default budget does not make every test of the suite a measured one)
+    defaults = get_settings(config).default_budget
     for item in items:
         levels: dict[int, list[tuple[Any, Any]]] = {}  # id of the node -> its markers (nearest node first)
         for node, marker in item.iter_markers_with_node(MARKER):
             levels.setdefault(id(node), []).append((marker.args, marker.kwargs))
-        if not levels:
+        if levels:
+            item.stash[_MARKED] = True
+        elif not (defaults and "flops" in getattr(item, "fixturenames", ())):
             continue
         try:
-            item.stash[_BUDGET] = merge_markers(list(levels.values()))
+            item.stash[_BUDGET] = merge_markers([*levels.values(), *([[((), defaults)]] if defaults else [])])
         except BudgetError as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
 
@@ -195,7 +201,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             result = yield
     measurements = item.stash.get(_MEASUREMENTS, [])
     failures = []
-    if budget is not None:
+    if budget is not None and (measurements or item.stash.get(_MARKED, False)):
         if not measurements:
             pytest.fail(
                 f"{MARKER}: {item.name} measured nothing: call flops(model, *inputs) or use "

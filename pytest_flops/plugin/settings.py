@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pytest
 
-from ..budgets import TOLERANCE_FORMS, Tolerance, parse_tolerance
+from ..budgets import METRICS, TOLERANCE_FORMS, BudgetError, Tolerance, parse_budget, parse_tolerance
 from ..units import OPS_CHOICES
 
 __all__ = ["FlopsSettings", "PathSetting", "SETTINGS_KEY", "add_options", "get_settings", "option",
@@ -105,6 +106,32 @@ def _tolerance(value: Any) -> Tolerance:
         raise ValueError(f"expected {TOLERANCE_FORMS}, or per metric such as 'flops=2%,peak_memory=5%'") from None
 
 
+def _default_limit(key: str) -> Callable[[Any], str | None]:
+    """The parser of ``flops_max_<key>``: the value as written (checked as ``max_flops(<key>=...)`` would check
+    it), or None when the key is empty."""
+    def parse(value: Any) -> str | None:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            parse_budget((), {key: text})
+        except BudgetError as exc:  # "max_flops peak_memory='5M' is not a valid byte quantity: expected ..."
+            why = re.sub(r"^(is not a valid [a-z ]+|has the wrong unit): ", "",
+                         str(exc).replace(f"max_flops {key}={text!r} ", "", 1))
+            raise ValueError(re.sub(r"write (\w+)=.*, or drop the unit$", r"set flops_max_\1 instead, or drop the unit",
+                                    why)) from None
+        return text
+
+    return parse
+
+
+def _default_budget_help(key: str) -> str:
+    example = {"flops": "10G", "macs": "4.1G", "params": "25M", "peak_memory": "12GB", "activations": "40M",
+               "saved_memory": "4GiB"}[key]
+    return (f"default {key} budget of every measured test (as max_flops({key}=...), e.g. {example}); a test's "
+            "max_flops marker overrides it key by key")
+
+
 def _report_columns(value: Any) -> tuple[str, ...]:
     if not str(value).strip():
         return ()  # the default columns
@@ -148,6 +175,16 @@ class FlopsSettings:
     gather_timeout: float = option(
         ini="torchrun: seconds rank 0 waits for the other ranks' measurements (default 300; 0: no gathering, "
             "rank 0 reports its own)", default="300", parse=_seconds)
+    # -- default budgets (ini only): what a max_flops marker of every measured test would set
+    max_flops: str | None = option(ini=_default_budget_help("flops"), default="", parse=_default_limit("flops"))
+    max_macs: str | None = option(ini=_default_budget_help("macs"), default="", parse=_default_limit("macs"))
+    max_params: str | None = option(ini=_default_budget_help("params"), default="", parse=_default_limit("params"))
+    max_peak_memory: str | None = option(ini=_default_budget_help("peak_memory"), default="",
+                                         parse=_default_limit("peak_memory"))
+    max_activations: str | None = option(ini=_default_budget_help("activations"), default="",
+                                         parse=_default_limit("activations"))
+    max_saved_memory: str | None = option(ini=_default_budget_help("saved_memory"), default="",
+                                          parse=_default_limit("saved_memory"))
     # -- the baseline gate
     baseline: PathSetting | None = option(
         "compare each measured test with this baseline file: a test whose FLOPs, MACs or params grew beyond "
@@ -192,6 +229,11 @@ class FlopsSettings:
         values["step_summary"] = env.get("GITHUB_STEP_SUMMARY") or None
         _check_distinct_outputs(values)
         return cls(**values)
+
+    @property
+    def default_budget(self) -> dict[str, str]:
+        """The ``flops_max_*`` ini keys that are set, as ``max_flops`` keyword arguments."""
+        return {key: value for key in METRICS if (value := getattr(self, f"max_{key}")) is not None}
 
     @property
     def writes_step_summary(self) -> bool:
