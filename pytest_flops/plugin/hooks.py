@@ -201,7 +201,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             result = yield
     measurements = item.stash.get(_MEASUREMENTS, [])
     failures = []
-    if budget is not None and (measurements or item.stash.get(_MARKED, False)):
+    marked: bool = item.stash.get(_MARKED, False)
+    if budget is not None and (bool(measurements) or marked):
         if not measurements:
             pytest.fail(
                 f"{MARKER}: {item.name} measured nothing: call flops(model, *inputs) or use "
