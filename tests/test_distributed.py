@@ -191,8 +191,11 @@ def test_timed(flops, group):
 """
 
 
-def _torchrun(tmp_path: Path, suite: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    (tmp_path / "test_suite.py").write_text(textwrap.dedent(suite))
+def _torchrun(tmp_path: Path, suite: str | dict[str, str], *args: str
+              ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    files = suite if isinstance(suite, dict) else {"test_suite.py": suite}
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
     summary = tmp_path / "step-summary.md"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
            "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--flops-report",
@@ -210,38 +213,35 @@ def _torchrun(tmp_path: Path, suite: str, *args: str) -> tuple[subprocess.Comple
 
 
 def test_torchrun_rank0_reports_every_rank_once(tmp_path: Path) -> None:
-    proc, doc = _torchrun(tmp_path, TORCHRUN_PLAIN)
+    """One torchrun job, two files: tests without a process group (rank 1 fails its budget) and tests of a
+    gloo group the suite initialises and leaves up (collectives count nothing; a timed measurement)."""
+    proc, doc = _torchrun(tmp_path, {"test_plain.py": TORCHRUN_PLAIN, "test_group.py": TORCHRUN_GROUP})
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0  # rank 1 failed its budget
-    rows = [r for r in _report_rows(output) if "::" in r[0]]
-    assert [(r[0], r[1], r[-2], r[-1]) for r in rows] == [
-        ("test_suite.py::test_budget_per_rank", "2.05K", "0", "passed"),
-        ("test_suite.py::test_same_on_every_rank", "256", "0", "passed"),
-        ("test_suite.py::test_budget_per_rank", "32.77K", "1", "failed"),
-        ("test_suite.py::test_same_on_every_rank", "256", "1", "passed"),
-    ]
-    for line in (r"rank 0 total +2.30K +1.15K", r"rank 1 total +33.02K +16.51K", r"world total +35.33K +17.66K",
-                 r"2 tests, 4 measurements on 2 ranks"):
-        assert len(re.findall(f"^{line}$", output, re.M)) == 1, (line, output)
-    # torchrun stops every rank once rank 1 exits failed: rank 1 waited until rank 0 had written everything.
-    assert "flops results written to" in output
-    assert [(t["nodeid"].split("::")[1], t["rank"], t["outcome"]) for t in doc["tests"]] == [
-        ("test_budget_per_rank", 0, "passed"), ("test_same_on_every_rank", 0, "passed"),
-        ("test_budget_per_rank", 1, "failed"), ("test_same_on_every_rank", 1, "passed")]
-    assert doc["summary"]["flops"] == 35328
-    assert doc["summary"]["by_rank"] == {"0": {"flops": 2304, "macs": 1152, "measurements": 2},
-                                         "1": {"flops": 33024, "macs": 16512, "measurements": 2}}
-
-
-def test_torchrun_with_a_gloo_group_of_the_tests(tmp_path: Path) -> None:
-    proc, doc = _torchrun(tmp_path, TORCHRUN_GROUP)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output
     header = next(line for line in output.splitlines() if line.startswith("test "))
     assert re.split(r"\s{2,}", header)[-3:] == ["rank", "FLOP/s", "outcome"]
-    assert output.count("world total") == 1
-    assert sorted((t["rank"], t["outcome"]) for t in doc["tests"]) == [(0, "passed")] * 2 + [(1, "passed")] * 2
-    assert all(t["measurements"][0]["uncounted"] == {} for t in doc["tests"])
+    rows = [r for r in _report_rows(output) if r[0].startswith("test_plain.py::")]
+    assert [(r[0], r[1], r[-3], r[-1]) for r in rows] == [
+        ("test_plain.py::test_budget_per_rank", "2.05K", "0", "passed"),
+        ("test_plain.py::test_same_on_every_rank", "256", "0", "passed"),
+        ("test_plain.py::test_budget_per_rank", "32.77K", "1", "failed"),
+        ("test_plain.py::test_same_on_every_rank", "256", "1", "passed"),
+    ]
+    macs = 3 * 4 * 4 + 16 * 32 * 32  # the group file's two tests, on each rank; ops="all" adds the bias (3 x 4)
+    group = 2 * macs + 3 * 4
+    assert doc["summary"]["by_rank"] == {"0": {"flops": 2304 + group, "macs": 1152 + macs, "measurements": 4},
+                                         "1": {"flops": 33024 + group, "macs": 16512 + macs, "measurements": 4}}
+    assert doc["summary"]["flops"] == 2304 + 33024 + 2 * group
+    for line in (r"rank 0 total +35.18K +17.58K\b", r"rank 1 total +65.90K +32.94K\b",
+                 r"world total +101.08K +50.53K\b", r"4 tests, 8 measurements on 2 ranks$"):
+        assert len(re.findall(f"^{line}", output, re.M)) == 1, (line, output)
+    # torchrun stops every rank once rank 1 exits failed: rank 1 waited until rank 0 had written everything.
+    assert "flops results written to" in output
+    assert [(t["nodeid"], t["rank"], t["outcome"]) for t in doc["tests"]] == [
+        (f"test_{f}.py::test_{name}", rank, "failed" if (rank, name) == (1, "budget_per_rank") else "passed")
+        for rank in (0, 1) for f, name in (("group", "collectives_cost_nothing"), ("group", "timed"),
+                                           ("plain", "budget_per_rank"), ("plain", "same_on_every_rank"))]
+    assert all(t["measurements"][0]["uncounted"] == {} for t in doc["tests"] if "group" in t["nodeid"])
 
 
 TORCHRUN_RANK_DIES = """
@@ -267,7 +267,7 @@ def test_torchrun_rank0_writes_what_it_has_when_a_rank_dies(tmp_path: Path) -> N
     """Issue 12, case 5: rank 0 is SIGTERMed mid-test; it still prints its report and writes the JSON and the
     Markdown, marked incomplete, naming the rank that sent nothing."""
     begin = time.monotonic()
-    proc, doc = _torchrun(tmp_path, TORCHRUN_RANK_DIES)
+    proc, doc = _torchrun(tmp_path, TORCHRUN_RANK_DIES, "-o", "flops_gather_timeout=1")  # waits 1 s, not 5
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and time.monotonic() - begin < 50, output
     assert doc["complete"] is False, doc

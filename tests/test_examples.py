@@ -87,11 +87,14 @@ def test_readme_shows_the_real_report(main_job: subprocess.CompletedProcess[str]
         "`COLUMNS=80 pytest examples --flops-report`:\n" + "\n".join(actual))
 
 
-def test_failure_demo_fails_as_documented() -> None:
-    proc = pytest_run("examples/demo_failure.py")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "1 failed" in proc.stdout.splitlines()[-1]
-    lines = proc.stdout.splitlines()
+def test_failure_demo_fails_as_documented(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process (pytester), run from the repository root as the docs show it."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = pytester.runpytest("examples/demo_failure.py", "-p", "no:cacheprovider")
+    assert result.ret == 1, result.stdout.str()
+    lines = result.stdout.lines
+    assert "1 failed" in lines[-1]
     start = next(i for i, line in enumerate(lines) if line.startswith("max_flops: "))
     message = lines[start:next(i for i in range(start, len(lines)) if lines[i].startswith("===="))]
     assert message[0] == "max_flops: TransformerEncoder used 9.93 GFLOPs, budget 3.60 GFLOPs (+175.9%)"
