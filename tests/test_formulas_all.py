@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import pytest_flops.counting.formulas  # noqa: F401  (registers every built-in formula)
 import pytest_flops.counting.registry as registry_module
 from pytest_flops.counting.formulas import attention, norm, pointwise, reduction, zero
-from pytest_flops.counting.registry import DEFAULT_REGISTRY, Registry
+from pytest_flops.counting.registry import DEFAULT_REGISTRY, Registry, Split
 
 aten = torch.ops.aten
 TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
@@ -38,6 +38,8 @@ class Count(TorchDispatchMode):
             # ``.out`` overloads pass their output as ``out=``; it is the result, so it must not be passed twice
             extra = {k: v for k, v in kwargs.items() if k != "out"}
             result = fn(*args, out=out, **extra)
+            if isinstance(result, Split):  # a fused op's work split over child modules: its totals here
+                result = result.totals()
             if isinstance(result, dict):
                 for key, value in result.items():
                     self.flops[key] += value

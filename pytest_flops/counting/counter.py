@@ -494,7 +494,7 @@ class FlopCounter:
                 cats: tuple[tuple[str, int], ...] = ((category, flops),)
                 total = flops
             else:
-                split = _as_split(flops)
+                split = flops if isinstance(flops, Split) else None
                 totals = split.totals() if split is not None else flops
                 cats = tuple((c, int(v)) for c, v in totals.items() if v and self._selected(c))
                 total = sum(v for _, v in cats)
@@ -664,16 +664,6 @@ class FlopCounter:
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
-
-
-def _as_split(flops: Any) -> Split | None:
-    """A fused op's split: a :class:`Split`, or a mapping that carries ``parts``/``types`` (the older form)."""
-    if isinstance(flops, Split):
-        return flops
-    parts = getattr(flops, "parts", None)
-    if parts is not None:
-        return Split(parts, getattr(flops, "types", None))
-    return None
 
 
 def device_name(device: Any) -> str:

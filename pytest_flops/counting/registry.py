@@ -38,7 +38,7 @@ MATMUL_CATEGORIES = frozenset({"matmul", "conv", "attention"})
 #: Every category a built-in formula uses; ``ops="all"`` counts them all.
 CATEGORIES = ("matmul", "conv", "attention", "norm", "softmax", "pointwise", "reduction", "pooling", "upsample", "custom")
 
-OpFormula = Callable[..., Union[int, Mapping[str, int]]]
+OpFormula = Callable[..., Union[int, Mapping[str, int], "Split"]]
 ModuleFormula = Callable[[torch.nn.Module, tuple, Any], int]
 OpLike = Union[torch._ops.OpOverloadPacket, torch._ops.OpOverload, str, Any]
 

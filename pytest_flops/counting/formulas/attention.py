@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..registry import DEFAULT_REGISTRY
+from ..registry import DEFAULT_REGISTRY, Split
 from . import names
 from .norm import LAYER_NORM_FLOPS_PER_ELEMENT
 from .pointwise import GELU_FLOPS_PER_ELEMENT, RELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
@@ -66,26 +66,6 @@ def sdpa_backward_flop(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: A
     return 2 * attention_flops(b, h, s_q, s_k, d_qk, d_v)
 
 
-class Parts(dict):
-    """FLOPs by category of a fused op, split over the submodules whose work it fuses.
-
-    ``parts`` maps a child module's name relative to the module running the op
-    (``""`` for that module itself) to ``{category: FLOPs}``; the dict itself
-    holds the totals by category. The counter charges each part to its child
-    when the running module has that child, and everything to the module
-    otherwise.
-    """
-
-    def __init__(self, parts: Mapping[str, Mapping[str, int]], types: Mapping[str, str]) -> None:
-        totals: dict[str, int] = {}
-        for flops in parts.values():
-            for category, value in flops.items():
-                totals[category] = totals.get(category, 0) + value
-        super().__init__(totals)
-        self.parts = parts
-        self.types = types
-
-
 def _tokens(x: Any, embed_dim: int) -> tuple[int, int, int]:
     """(batch, seq, tokens) of a [B, S, E] (or [S, E]) tensor."""
     if getattr(x, "is_nested", False):
@@ -117,14 +97,14 @@ def native_mha_flop(query: Any, key: Any, value: Any, embed_dim: int, num_heads:
 def transformer_encoder_layer_flop(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
                                    proj_weight: Any, proj_bias: Any, use_gelu: bool, norm_first: bool, eps: float,
                                    nw1: Any, nb1: Any, nw2: Any, nb2: Any, ffn_weight_1: Any, *args: Any,
-                                   out: Any = None, **kwargs: Any) -> Mapping[str, int]:
+                                   out: Any = None, **kwargs: Any) -> Split:
     """``nn.TransformerEncoderLayer``'s fused inference path: the same work as the unfused layer
     (QKV and output projections, attention, two FFN linears, two layer norms, activation, residuals)."""
     b, s, t = _tokens(src, embed_dim)
     e = embed_dim
     f = ffn_weight_1.shape[0]
     norm = {"norm": LAYER_NORM_FLOPS_PER_ELEMENT * t * e}
-    return Parts({
+    return Split({
         # the layer's own ops: its activation and the two residual additions
         "": {"pointwise": (GELU_FLOPS_PER_ELEMENT if use_gelu else RELU_FLOPS_PER_ELEMENT) * t * f + 2 * t * e},
         "self_attn": {
