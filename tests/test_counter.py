@@ -838,6 +838,32 @@ def test_module_params_are_each_modules_parameters_children_included():
     assert Measurement.from_dict(m.to_dict()).module_params == m.module_params
     tied = count(Tied(), torch.tensor([[1, 2, 3]]))  # a tied parameter counts once in the module holding both
     assert tied.module_params["Tied"] == tied.params
+
+
+def test_module_params_equal_parameters_of_each_module_with_shared_modules_and_frozen_weights():
+    """One walk of the model gives what ``module.parameters()`` gives for each module that ran: a module used
+    twice, a weight tied across branches and a frozen layer included."""
+    shared = nn.Linear(6, 6)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Sequential(shared, nn.ReLU(), nn.Linear(6, 3))
+            self.b = nn.Sequential(shared, nn.Linear(6, 3))
+            self.b[1].weight = self.a[2].weight  # tied across branches
+            self.frozen = nn.Linear(3, 2).requires_grad_(False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.frozen(self.a(x) + self.b(x))
+
+    model = Net()
+    m = count(model, torch.randn(2, 6))
+    names = dict(model.named_modules(remove_duplicate=False))
+    for name, value in m.module_params.items():
+        module = model if name == "Net" else names[name]
+        assert value == sum(p.numel() for p in module.parameters()), name
+    assert m.params == sum(p.numel() for p in model.parameters()) == m.module_params["Net"]
+    assert m.trainable_params == m.params - 8
     a, b = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2), nn.ReLU())
     with FlopCounter() as c:  # several roots: each under its own name
         b(a(torch.randn(1, 4)))

@@ -586,35 +586,53 @@ class FlopCounter:
         self.charge(lane, f"{type(module).__name__} (module formula)", category, flops, output)
 
     # -- result --------------------------------------------------------------
-    def _parameters(self) -> tuple[int, int]:
-        roots: Iterable[torch.nn.Module]
-        if self.model is not None:
-            roots = (self.model,)
-        else:
-            roots = self._tracker.roots.values()
-        seen: set[int] = set()  # parameters stay alive through their modules while this runs
-        total = trainable = 0
-        for root in roots:
-            for p in root.parameters():
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                total += p.numel()
-                if p.requires_grad:
-                    trainable += p.numel()
-        return total, trainable
+    def _parameter_counts(self, ran: Mapping[str, int]) -> tuple[int, int, dict[str, int]]:
+        """(parameters, trainable parameters, parameters of each module that ran): each parameter once, as
+        ``module.parameters()`` counts them (children included, a shared one once).
 
-    def _module_params(self, ran: Mapping[str, int]) -> dict[str, int]:
-        """Parameters of each module that ran (children included), for the report's params view."""
+        One walk of each root (the model, or the modules the counter saw): each parameter is added to the
+        modules above it that ran, not one walk of every subtree.
+        """
         roots: Iterable[torch.nn.Module] = (self.model,) if self.model is not None else self._tracker.roots.values()
-        tracker = self._tracker
+        name_of = self._tracker.name_of
         out: dict[str, int] = {}
+        seen: set[int] = set()  # parameters stay alive through their modules while this runs
+        totals = [0, 0]
+        chain: list[list[Any]] = []  # [name, ids of the parameters counted, count] of the ran modules above
+        on_path: set[int] = set()
+
+        def visit(module: torch.nn.Module) -> None:
+            if id(module) in on_path:  # a module that holds one of its parents: walked already
+                return
+            on_path.add(id(module))
+            name = name_of(module)
+            entry = None
+            if name in ran and name not in out and all(e[0] != name for e in chain):
+                entry = [name, set(), 0]
+                chain.append(entry)
+            for param in module._parameters.values():
+                if param is None:
+                    continue
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    totals[0] += param.numel()
+                    if param.requires_grad:
+                        totals[1] += param.numel()
+                for e in chain:
+                    if id(param) not in e[1]:
+                        e[1].add(id(param))
+                        e[2] += param.numel()
+            for child in module._modules.values():
+                if child is not None:
+                    visit(child)
+            if entry is not None:
+                chain.pop()
+                out[name] = entry[2]
+            on_path.discard(id(module))
+
         for root in roots:
-            for sub in root.modules():
-                name = tracker.name_of(sub)
-                if name in ran and name not in out:
-                    out[name] = sum(p.numel() for p in sub.parameters())
-        return out
+            visit(root)
+        return totals[0], totals[1], out
 
     def _measure(self) -> Measurement:
         tracker = self._tracker
@@ -641,7 +659,7 @@ class FlopCounter:
             name = tracker.name_of(next(iter(tracker.roots.values())))
         else:
             name = "FlopCounter"
-        params, trainable = self._parameters()
+        params, trainable, module_params = self._parameter_counts(by_module)
         macs = sum(v for k, v in self._by_category.items() if k in MATMUL_CATEGORIES) // 2
         devices = tuple(sorted({device_name(d) for d in self._devices}))
         return Measurement(
@@ -658,7 +676,7 @@ class FlopCounter:
             uncounted=dict(sorted(self._uncounted.items())),
             devices=devices,
             module_types=types,
-            module_params=self._module_params(by_module),
+            module_params=module_params,
             stacks=stacks,
             ops=self.ops,
             computed=self._computed,
