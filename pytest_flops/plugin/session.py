@@ -81,8 +81,9 @@ class FlopsSession:
         reasons += [f"rank {r} did not finish ({why})" for r, why in sorted(self.stopped_ranks.items())]
         if not reasons:
             return None
-        return {"why": "; ".join(reasons), "reasons": reasons, "stopped": self.stopped, "missing_ranks": list(self.missing_ranks),
-                "timed_out": self.timed_out, "refused_ranks": {str(r): w for r, w in sorted(self.refused_ranks.items())},
+        return {"why": "; ".join(reasons), "reasons": reasons, "stopped": self.stopped,
+                "missing_ranks": list(self.missing_ranks), "timed_out": self.timed_out,
+                "refused_ranks": {str(r): w for r, w in sorted(self.refused_ranks.items())},
                 "stopped_ranks": {str(r): w for r, w in sorted(self.stopped_ranks.items())}}
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
