@@ -186,6 +186,19 @@ def test_bad_ini_default_budget_is_one_line(pytester, ini, message):
     assert len([line for line in result.stderr.lines if line.strip()]) == 1
 
 
+def test_a_memory_report_column_switches_memory_counting_on(pytester):
+    body = """
+        def test_plain(flops):
+            with torch.no_grad():
+                flops(make_model(), torch.randn(4, 64))
+    """
+    result = run(pytester, body, "--flops-report", "--flops-report-columns=test,flops,peak,activations")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines([r"test_models.py::test_plain +151.55K +\d+(\.\d+)? KiB +1.06K$"])
+    result = run(pytester, body, "--flops-report", "--flops-report-columns=test,flops")  # no memory column
+    assert "KiB" not in result.stdout.str()
+
+
 def test_memory_figures_in_user_properties_and_junit(pytester):
     result = run(pytester, """
         @pytest.mark.max_flops(peak_memory="1GB")
