@@ -76,14 +76,20 @@ def parse_quantity(value: object) -> int:
     if isinstance(value, str):
         match = _PATTERN.match(value)
         if match is not None:
-            number = match.group("num").replace("_", "")
-            scale = _SUFFIXES[match.group("suffix").lower()]
-            if re.fullmatch(r"\+?\d+", number):
-                return int(number) * scale
-            result = float(number) * scale
-            if math.isfinite(result):
-                return round(result)
+            result = _scaled(match.group("num"), _SUFFIXES[match.group("suffix").lower()])
+            if result is not None:
+                return result
     raise ValueError(f"invalid quantity {value!r}: expected {ACCEPTED_FORMS}")
+
+
+def _scaled(number: str, scale: int) -> int | None:
+    """``number`` (digits with ``_`` separators, maybe a fraction or exponent) times ``scale``: exact for an
+    integer, rounded otherwise; None when the result is not finite."""
+    number = number.replace("_", "")
+    if re.fullmatch(r"\+?\d+", number):
+        return int(number) * scale
+    result = float(number) * scale
+    return round(result) if math.isfinite(result) else None
 
 
 _BYTE_SCALES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
@@ -114,13 +120,9 @@ def parse_bytes(value: object) -> int:
     if isinstance(value, str):
         match = _BYTES.match(value)
         if match is not None:
-            scale = _BYTE_SCALES[(match.group("scale") or "").lower()]
-            number = match.group("num").replace("_", "")
-            if re.fullmatch(r"\+?\d+", number):
-                return int(number) * scale
-            result = float(number) * scale
-            if math.isfinite(result):
-                return round(result)
+            result = _scaled(match.group("num"), _BYTE_SCALES[(match.group("scale") or "").lower()])
+            if result is not None:
+                return result
         elif re.fullmatch(r"\s*\+?\d+(?:_\d+)*\s*", value):
             return int(value.replace("_", ""))
     raise ValueError(f"invalid byte quantity {value!r}: expected {BYTES_FORMS}")
