@@ -394,9 +394,7 @@ def _load_tests(path: str) -> tuple[dict[str, list[dict[str, Any]]], str | None,
         if problem:
             raise UsageError(f"cannot read {path!r}: corrupt --flops-json file: {problem}")
         tests = {t["nodeid"]: list(t["measurements"]) for t in data["tests"]}
-        incomplete = data.get("incomplete") if data.get("complete") is False else None
-        why = incomplete.get("why") if isinstance(incomplete, dict) else None
-        why = why[:500] if isinstance(why, str) else ("incomplete run" if data.get("complete") is False else None)
+        why = (data.get("incomplete") or {}).get("why", "incomplete run") if data.get("complete") is False else None
         return tests, (data.get("environment") or {}).get("torch"), why
     raise UsageError(f"cannot read {path!r}: not a --flops-json results file nor a --flops-save-baseline file")
 

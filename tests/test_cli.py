@@ -368,6 +368,9 @@ def test_compare_files_written_by_the_plugin(pytester: pytest.Pytester, capsys: 
     ("not json", "not valid JSON"),
     ('{"tests": []}', "not a --flops-json results file nor a --flops-save-baseline file"),
     ('{"format": "pytest-flops-results", "tests": [{"outcome": "passed"}]}', "corrupt --flops-json file"),
+    ('{"format": "pytest-flops-results", "complete": "no", "tests": []}', '"complete" is not true or false'),
+    ('{"format": "pytest-flops-results", "complete": false, "incomplete": [1], "tests": []}',
+     '"incomplete" is not an object with a "why" string'),
     ('{"format": "pytest-flops-baseline", "schema_version": 1, "tests": []}', "is corrupt"),
 ])
 def test_compare_bad_files(capsys: pytest.CaptureFixture[str], reports: dict[str, str], tmp_path: Path,

@@ -231,6 +231,11 @@ def results_problem(data: Mapping[str, Any]) -> str | None:
     env = data.get("environment")
     if env is not None and not (isinstance(env, dict) and isinstance(env.get("torch"), (str, type(None)))):
         return "\"environment\" is not an object with a \"torch\" version"
+    if not isinstance(data.get("complete", True), bool):
+        return "\"complete\" is not true or false"
+    incomplete = data.get("incomplete")
+    if incomplete is not None and not (isinstance(incomplete, dict) and isinstance(incomplete.get("why"), str)):
+        return "\"incomplete\" is not an object with a \"why\" string"
     if not isinstance(data.get("tests"), list):
         return "\"tests\" is not a list"
     for i, test in enumerate(data["tests"]):

@@ -41,8 +41,17 @@ class Run:
     collected: dict[str, list[str]] | None
     invocation_dir: Path
     rootpath: Path
-    stopped: str | None = None  # why this process's run did not finish (None: it did)
     incomplete: dict[str, Any] | None = None  # why the results are not the whole run's (session.incomplete)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why this process's run did not finish (None: it did; missing torchrun ranks aside)."""
+        return self.incomplete["stopped"] if self.incomplete else None
+
+    @property
+    def why_incomplete(self) -> str | None:
+        """The reasons the results are not the whole run's, in one line (None: they are)."""
+        return self.incomplete["why"] if self.incomplete else None
 
     @property
     def primary(self) -> list[TestRecord]:
@@ -138,7 +147,7 @@ class _Markdown:
         text = render_markdown(run.records, gate.comparisons if gate is not None else None,
                                gate.summary if gate is not None else None, gate.text if gate is not None else None,
                                notes=gate.notes() if gate is not None else (),
-                               incomplete=run.incomplete["why"] if run.incomplete else None)
+                               incomplete=run.why_incomplete)
         done = []
         if self.target is not None:
             write_text_atomic(self.target.path, text)
@@ -165,7 +174,7 @@ class _Html(_ToFile):
                        "baseline": gate.baseline.tests if gate.baseline is not None else {}}
         settings = {**_run_settings(run), "tolerance": str(s.tolerance) if s.baseline else None}
         write_html(self.target.path, run.records, environment=environment(run.rootpath), settings=settings,
-                   incomplete=run.incomplete["why"] if run.incomplete else None, **options)
+                   incomplete=run.why_incomplete, **options)
         return f"flops html report written to {self.where(run)}"
 
 
@@ -220,8 +229,7 @@ class FlopsArtifacts:
         collected = self.config.stash.get(COLLECTED_KEY, None)
         run = Run(flops_session.records, self.settings, self.config.stash.get(GATE_KEY, None),
                   collected.children or None if collected is not None else None,
-                  self.config.invocation_params.dir, self.config.rootpath, flops_session.stopped,
-                  flops_session.incomplete)
+                  self.config.invocation_params.dir, self.config.rootpath, flops_session.incomplete)
         failed = False
         for writer in self.writers:
             try:
