@@ -607,7 +607,7 @@ class FlopCounter:
             on_path.add(id(module))
             name = name_of(module)
             entry = None
-            if name in ran and name not in out and all(e[0] != name for e in chain):
+            if name in ran and name not in out:  # a module under two parents: counted where first reached
                 entry = [name, set(), 0]
                 chain.append(entry)
             for param in module._parameters.values():
