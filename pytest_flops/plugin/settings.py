@@ -125,11 +125,12 @@ def _default_limit(key: str) -> Callable[[Any], str | None]:
     return parse
 
 
-def _default_budget_help(key: str) -> str:
+def _default_limit_option(key: str) -> Any:
+    """The ini-only field ``flops_max_<key>``: a default ``max_flops(<key>=...)`` for every measured test."""
     example = {"flops": "10G", "macs": "4.1G", "params": "25M", "peak_memory": "12GB", "activations": "40M",
                "saved_memory": "4GiB"}[key]
-    return (f"default {key} budget of every measured test (as max_flops({key}=...), e.g. {example}); a test's "
-            "max_flops marker overrides it key by key")
+    return option(ini=f"default {key} budget of every measured test (as max_flops({key}=...), e.g. {example}); "
+                      "a test's max_flops marker overrides it key by key", default="", parse=_default_limit(key))
 
 
 def _report_columns(value: Any) -> tuple[str, ...]:
@@ -176,15 +177,12 @@ class FlopsSettings:
         ini="torchrun: seconds rank 0 waits for the other ranks' measurements (default 300; 0: no gathering, "
             "rank 0 reports its own)", default="300", parse=_seconds)
     # -- default budgets (ini only): what a max_flops marker of every measured test would set
-    max_flops: str | None = option(ini=_default_budget_help("flops"), default="", parse=_default_limit("flops"))
-    max_macs: str | None = option(ini=_default_budget_help("macs"), default="", parse=_default_limit("macs"))
-    max_params: str | None = option(ini=_default_budget_help("params"), default="", parse=_default_limit("params"))
-    max_peak_memory: str | None = option(ini=_default_budget_help("peak_memory"), default="",
-                                         parse=_default_limit("peak_memory"))
-    max_activations: str | None = option(ini=_default_budget_help("activations"), default="",
-                                         parse=_default_limit("activations"))
-    max_saved_memory: str | None = option(ini=_default_budget_help("saved_memory"), default="",
-                                          parse=_default_limit("saved_memory"))
+    max_flops: str | None = _default_limit_option("flops")
+    max_macs: str | None = _default_limit_option("macs")
+    max_params: str | None = _default_limit_option("params")
+    max_peak_memory: str | None = _default_limit_option("peak_memory")
+    max_activations: str | None = _default_limit_option("activations")
+    max_saved_memory: str | None = _default_limit_option("saved_memory")
     # -- the baseline gate
     baseline: PathSetting | None = option(
         "compare each measured test with this baseline file: a test whose FLOPs, MACs or params grew beyond "
