@@ -288,6 +288,29 @@ def test_a_rank_stopped_early_sends_what_it_has(tmp_path: Path) -> None:
     assert result.missing == [] and result.stopped == {1: "the run was stopped by SIGTERM"}
 
 
+def test_a_sigterm_while_rank0_waits_ends_the_wait(tmp_path: Path) -> None:
+    """The plugin's guard counts SIGTERMs once the session is finishing (no KeyboardInterrupt then); a new one
+    ends rank 0's wait for the other ranks: they are missing, not timed out."""
+    import signal
+
+    from pytest_flops.plugin.interrupt import SigtermGuard
+
+    guard = SigtermGuard()
+    if not guard.install():
+        pytest.skip("SIGTERM already has a handler in this process")
+    try:
+        guard.finishing = True
+        env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"term-{os.getpid()}"}
+        threading.Timer(0.2, signal.raise_signal, (signal.SIGTERM,)).start()  # handled on the main thread
+        begin = time.monotonic()
+        result = gather([{"nodeid": "t0", "measurements": []}], RankInfo(0, 2), timeout=30, environ=env,
+                        stop=lambda: guard.signals > 0)
+    finally:
+        guard.uninstall()
+    assert time.monotonic() - begin < 10 and guard.signals == 1
+    assert result is not None and result.missing == [1] and result.timed_out is False
+
+
 def test_ranks_exchange_files_without_torchrun(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """RANK/WORLD_SIZE from another launcher, no agent store, no process group: the file fallback.
 

@@ -46,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..outputs.records import TestRecord
@@ -80,7 +80,6 @@ class GatherResult:
     refused: dict[int, str] = field(default_factory=dict)  # rank -> why its message was not believed
     stopped: dict[int, str] = field(default_factory=dict)  # rank -> why it did not finish (it sent what it had)
     timed_out: bool = False  # some rank sent nothing within the timeout
-    interrupted: str | None = None  # "SIGTERM" when the wait was cut short
 
 
 def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo | None:
@@ -237,22 +236,17 @@ def _records_of(payload: str, rank: int) -> tuple[list[TestRecord], str | None]:
     return [with_rank(r, rank) for r in data["records"]], stopped
 
 
-_terminated: list[int] = []  # signal numbers received while rank 0 waits (see gather)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _terminated.append(signum)
-
-
 def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float = DEFAULT_TIMEOUT,
            environ: Mapping[str, str] | None = None, poll: float = 0.05,
-           since: float | None = None, stopped: str | None = None) -> GatherResult | None:
+           since: float | None = None, stopped: str | None = None,
+           stop: Callable[[], bool] | None = None) -> GatherResult | None:
     """Send this rank's ``records`` to rank 0; on rank 0, return every rank's (None on the others).
 
     Each record gets ``"rank"``. Rank 0 waits up to ``timeout`` seconds; ranks
     that sent nothing by then are listed in ``missing`` (``timed_out`` is set).
-    A SIGTERM while rank 0 waits (torchrun stops the job when a rank died)
-    ends the wait: what arrived is returned, ``interrupted`` names the signal.
+    ``stop()`` turning true ends the wait early (the plugin passes "a SIGTERM
+    arrived since", see interrupt.py: torchrun stops the job when a rank
+    died): what arrived is returned, the others are missing, not timed out.
     A rank whose message is not valid (or whose file another user wrote) is
     listed in ``missing`` and ``refused``. Files older than ``since`` (a
     ``time.time()``; the plugin passes its start less a minute) are left from
@@ -277,36 +271,12 @@ def gather(records: Sequence[Mapping[str, Any]], info: RankInfo, timeout: float 
         _write_file(folder, info.rank, message)
         return None
     result = GatherResult(own, via={0: "local"})
-    previous = _install_sigterm()
-    try:
-        _wait_for_ranks(result, info, store, store_name, env, folder, timeout, poll, since)
-    finally:
-        _restore_sigterm(previous)
+    _wait_for_ranks(result, info, store, store_name, env, folder, timeout, poll, since, stop or (lambda: False))
     try:
         folder.rmdir()
     except OSError:
         pass
     return result
-
-
-def _install_sigterm() -> Any:
-    import signal
-    import threading
-
-    _terminated.clear()
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        return signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):  # pragma: no cover - no SIGTERM on this platform
-        return None
-
-
-def _restore_sigterm(previous: Any) -> None:
-    import signal
-
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _poll_rank(rank: int, store: Any, store_name: str | None, env: Mapping[str, str], folder: Path,
@@ -325,12 +295,13 @@ def _poll_rank(rank: int, store: Any, store_name: str | None, env: Mapping[str, 
 
 def _wait_for_ranks(result: GatherResult, info: RankInfo, store: Any, store_name: str | None,
                     env: Mapping[str, str], folder: Path, timeout: float, poll: float,
-                    since: float | None) -> None:
+                    since: float | None, stop: Callable[[], bool]) -> None:
     by_rank: dict[int, list[TestRecord]] = {0: result.records}
     pending = set(range(1, info.world_size))
     deadline = time.monotonic() + max(0.0, timeout)
     file_problem: str | None = None
-    while pending and not _terminated:
+    stopped = False
+    while pending and not (stopped := stop()):
         file_problem = private_dir_problem(folder, create=False) if os.path.lexists(folder) else None
         file_ok = os.path.lexists(folder) and file_problem is None
         for rank in sorted(pending):
@@ -354,8 +325,7 @@ def _wait_for_ranks(result: GatherResult, info: RankInfo, store: Any, store_name
         result.refused.update({rank: f"the exchange directory {file_problem}" for rank in pending})
     result.records = [r for rank in sorted(by_rank) for r in by_rank[rank]]
     result.missing = sorted(pending | set(result.refused))
-    result.timed_out = bool(pending) and not _terminated
-    result.interrupted = "SIGTERM" if _terminated else None
+    result.timed_out = bool(pending) and not stopped
 
 
 def release(info: RankInfo, environ: Mapping[str, str] | None = None) -> None:

@@ -7,7 +7,8 @@ has something to write (a file, or a torchrun rank's measurements), it turns
 the first SIGTERM into the ``KeyboardInterrupt`` pytest handles for Ctrl-C:
 the session finishes and every file says the run is incomplete, and why.
 Once the session is finishing, a SIGTERM is only noted: the files are being
-written. The handler is installed from the main thread only, and only where
+written (:attr:`SigtermGuard.signals` counts them: a SIGTERM while rank 0
+waits for the other ranks ends that wait). The handler is installed from the main thread only, and only where
 SIGTERM has its default action (a handler the suite or another plugin
 installed is left alone); it is removed at unconfigure.
 """
@@ -27,7 +28,7 @@ class SigtermGuard:
     """Turns SIGTERM into ``KeyboardInterrupt("SIGTERM")`` until :attr:`finishing` is set."""
 
     def __init__(self) -> None:
-        self.received = False
+        self.signals = 0  # SIGTERMs received
         self.finishing = False
         self._previous: Any = None
         self._installed = False
@@ -54,8 +55,12 @@ class SigtermGuard:
         except (ValueError, OSError):  # pragma: no cover
             pass
 
+    @property
+    def received(self) -> bool:
+        return self.signals > 0
+
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
+        self.signals += 1
         if not self.finishing:
             raise KeyboardInterrupt("SIGTERM")
 

@@ -107,7 +107,9 @@ class FlopsSession:
         timeout = self.settings.gather_timeout
         if self.stopped is not None:  # the others were probably stopped too: take what arrives soon
             timeout = min(timeout, _WAIT_AFTER_INTERRUPT)
-        result = gather(self.records, self.rank, timeout, since=self.started - 60, stopped=self.stopped)
+        signals = self.sigterm.signals  # a SIGTERM from now on ends rank 0's wait
+        result = gather(self.records, self.rank, timeout, since=self.started - 60, stopped=self.stopped,
+                        stop=lambda: self.sigterm.signals > signals)
         if result is not None:
             self.records = result.records
             self.missing_ranks = result.missing
