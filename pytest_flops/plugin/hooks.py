@@ -110,17 +110,13 @@ def _ops_for(item: pytest.Item) -> str:
     return get_settings(item.config).ops
 
 
-_MEMORY_COLUMNS = frozenset({"peak_memory", "activations", "saved_memory"})
-
-
 def _memory_for(item: pytest.Item) -> bool:
     """Count memory figures when the test's budget limits one, a report column shows one, or the baseline gate
     compares them (memory tracking is opt-in: it costs more)."""
     budget = item.stash.get(_BUDGET, None)
     if budget is not None and budget.needs_memory:
         return True
-    settings = get_settings(item.config)
-    if settings.report != "off" and _MEMORY_COLUMNS.intersection(settings.report_columns):
+    if get_settings(item.config).report_shows_memory:
         return True
     gate = item.config.stash.get(GATE_KEY, None)
     return gate is not None and gate.wants_memory(item.nodeid)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from ..budgets import METRICS, TOLERANCE_FORMS, BudgetError, Tolerance, parse_budget, parse_tolerance
-from ..units import OPS_CHOICES
+from ..units import MEMORY_METRICS, OPS_CHOICES
 
 __all__ = ["FlopsSettings", "PathSetting", "SETTINGS_KEY", "add_options", "get_settings", "option",
            "REPORT_CHOICES", "OPS_CHOICES"]
@@ -232,6 +232,11 @@ class FlopsSettings:
     def default_budget(self) -> dict[str, str]:
         """The ``flops_max_*`` ini keys that are set, as ``max_flops`` keyword arguments."""
         return {key: value for key in METRICS if (value := getattr(self, f"max_{key}")) is not None}
+
+    @property
+    def report_shows_memory(self) -> bool:
+        """Whether the terminal report has a memory column (``--flops-report-columns=...,peak_memory``)."""
+        return self.report != "off" and any(column in MEMORY_METRICS for column in self.report_columns)
 
     @property
     def writes_step_summary(self) -> bool:
