@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 
 from pytest_flops.outputs import records as rec
@@ -41,17 +43,17 @@ def test_outcome_and_rank_are_added_to_copies() -> None:
     (["--flops-save-baseline=b.json", "--flops-flamegraph=fg", "--flops-markdown=r.md"],
      ["_Baseline", "_Markdown", "_FlameGraphs"]),
 ])
-def test_only_the_writers_asked_for(pytester: pytest.Pytester, args: list[str], writers: list[str]) -> None:
-    config = pytester.parseconfigure(*args)
+def test_only_the_writers_asked_for(configure: Callable[..., Any], args: list[str], writers: list[str]) -> None:
+    config = configure(*args)
     assert [type(w).__name__ for w in writers_for(get_settings(config))] == writers
     assert config.pluginmanager.has_plugin("flops-artifacts") == bool(writers)
     assert config.pluginmanager.has_plugin("flops-gate") is False  # no --flops-baseline: no gate
     assert config.pluginmanager.has_plugin("flops-collected") == any("baseline" in a for a in args)
 
 
-def test_step_summary_only_with_something_to_report(pytester: pytest.Pytester,
+def test_step_summary_only_with_something_to_report(pytester: pytest.Pytester, configure: Callable[..., Any],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "summary.md"))
-    assert writers_for(get_settings(pytester.parseconfigure())) == []
-    assert [type(w).__name__ for w in writers_for(get_settings(pytester.parseconfigure("--flops-report")))] == [
+    assert writers_for(get_settings(configure())) == []
+    assert [type(w).__name__ for w in writers_for(get_settings(configure("--flops-report")))] == [
         "_Markdown"]

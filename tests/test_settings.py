@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import dataclasses
 
 import pytest
@@ -36,22 +38,23 @@ def test_every_setting_with_both_forms_is_tested() -> None:
     assert _fields("cli") & _fields("ini") == set(BOTH)
 
 
-def test_ini_and_command_line_give_the_same_settings(pytester: pytest.Pytester) -> None:
+def test_ini_and_command_line_give_the_same_settings(pytester: pytest.Pytester,
+                                                    configure: Callable[..., Any]) -> None:
     (pytester.path / "base.json").write_text(dump(merge({}, [])))
     pytester.makeini("[pytest]\n" + "".join(f"flops_{k} = {str(v).lower() if v is True else v}\n"
                                             for k, v in BOTH.items()))
-    from_ini = get_settings(pytester.parseconfigure())
+    from_ini = get_settings(configure())
     pytester.makeini("[pytest]\n")
-    from_cli = get_settings(pytester.parseconfigure(*(_cli(k, v) for k, v in BOTH.items())))
+    from_cli = get_settings(configure(*(_cli(k, v) for k, v in BOTH.items())))
     assert from_ini == from_cli
     assert from_cli.report == "full" and from_cli.ops == "all" and from_cli.strict and from_cli.baseline_strict
     assert from_cli.tolerance == Tolerance(percent=2.0)
     assert from_cli.json == PathSetting(pytester.path / "out/r.json", "out/r.json")
 
 
-def test_defaults_and_command_line_wins(pytester: pytest.Pytester) -> None:
+def test_defaults_and_command_line_wins(pytester: pytest.Pytester, configure: Callable[..., Any]) -> None:
     pytester.makeini("[pytest]\nflops_ops = all\nflops_gather_timeout = 2.5\n")
-    settings = get_settings(pytester.parseconfigure("--flops-ops=matmul"))
+    settings = get_settings(configure("--flops-ops=matmul"))
     assert settings.ops == "matmul" and settings.gather_timeout == 2.5
     assert (settings.report, settings.strict, settings.tolerance, settings.baseline) == ("off", False, Tolerance(),
                                                                                           None)
@@ -59,13 +62,12 @@ def test_defaults_and_command_line_wins(pytester: pytest.Pytester) -> None:
         settings.ops = "all"  # type: ignore[misc]
 
 
-def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester) -> None:
+def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester, configure: Callable[..., Any]) -> None:
     pytester.mkdir("sub")
     pytester.makeini("[pytest]\nflops_json = results.json\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(pytester.path / "sub")
-        settings = get_settings(pytester.parseconfigure("-c", str(pytester.path / "tox.ini"),
-                                                        "--flops-markdown=r.md"))
+        settings = get_settings(configure("-c", str(pytester.path / "tox.ini"), "--flops-markdown=r.md"))
     assert settings.json is not None and settings.json.path == pytester.path / "results.json"
     assert settings.markdown is not None and settings.markdown.path == pytester.path / "sub" / "r.md"
 
