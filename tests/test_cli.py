@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -397,11 +398,15 @@ def _script() -> str:
 
 
 def test_installed_entry_point(tmp_path: Path) -> None:
-    proc = subprocess.run([_script(), "count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224"],
+    """The console script, on a model of the current folder (a small one: the counts are tested in process)."""
+    (tmp_path / "tiny.py").write_text("import torch\n\ndef mlp():\n    return torch.nn.Sequential(\n"
+                                      "        torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))\n")
+    proc = subprocess.run([_script(), "count", "tiny:mlp", "--input", "2x8", "--compute"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "ResNet: 8.18 GFLOPs, 4.09 GMACs, 25.56M params, on cpu" in proc.stdout
-    assert "layer4.2" in proc.stdout
+    # 2 * batch 2 * (8*16 + 16*4) FLOPs; (8*16 + 16) + (16*4 + 4) parameters
+    assert "Sequential: 768 FLOPs, 384 MACs, 212 params, on cpu" in proc.stdout
+    assert re.search(r"^  2 +Linear +256 ", proc.stdout, re.MULTILINE), proc.stdout
     proc = subprocess.run([_script(), "count", "x.y:z", "--input", "1x3"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert (proc.returncode, proc.stderr) == (2, "pytest-flops: cannot import 'x.y:z': No module named 'x'\n")

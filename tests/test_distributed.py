@@ -101,30 +101,42 @@ def _drop_column(header: list[str], rows: list[list[str]], name: str) -> list[li
 # -- xdist ------------------------------------------------------------------------
 def test_xdist_gives_the_serial_report_json_markdown_and_baseline(pytester: pytest.Pytester,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """``-n 2``: the controller reports what a serial run reports, each row naming its worker; one writer.
+    """``-n 2``: the controller reports what a serial run reports, each row naming its worker; one writer;
+    the gate fails the test that grew past the baseline and collects every test.
 
-    Both sessions run in this process (pytester); only the two xdist workers are new interpreters. That the
-    gate fails a regressed test under ``-n 2`` is test_gating's xdist test."""
-    pytester.makepyfile(test_suite=SUITE)
+    The sessions run in this process (pytester); only the two xdist workers are new interpreters."""
     for k in _RANK_ENV:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    # The baseline: test_small was smaller, test_whole did not exist yet.
+    old, whole = SUITE.split("@pytest.mark.max_flops(\"1M\")\ndef test_whole")
+    pytester.makepyfile(test_suite=old.replace("flops(mlp(16), torch.randn(4, 16))", "flops(mlp(8), torch.randn(4, 8))")
+                        + "@pytest.mark.parametrize" + whole.split("@pytest.mark.parametrize")[1])
+    pytester.runpytest("-p", "no:cacheprovider", "--flops-save-baseline=old.json").assert_outcomes(passed=5, failed=1)
+    pytester.makepyfile(test_suite=SUITE)
     runs = {}
     for name, args in (("serial", ()), ("xdist", ("-n", "2"))):
         summary = pytester.path / f"{name}-step-summary.md"
         monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
         result = pytester.runpytest(
             "-p", "no:cacheprovider", *args, "--flops-report", f"--flops-json={name}.json",
-            f"--flops-markdown={name}.md", f"--flops-save-baseline={name}-baseline.json")
-        result.assert_outcomes(passed=6, failed=1)
+            f"--flops-markdown={name}.md", f"--flops-save-baseline={name}-baseline.json", "--flops-baseline=old.json")
+        result.assert_outcomes(passed=5, failed=2)
+        result.stdout.fnmatch_lines(["*1 regressed, 5 unchanged, 1 new",
+                                     "FAILED test_suite.py::test_small - Failed: flops baseline: Sequential grew*"])
         runs[name] = result.stdout.str(), summary.read_text()
+    assert [p.name for p in pytester.path.iterdir() if p.name.endswith(".tmp")] == []
 
     # The terminal report: the same rows (run order and the worker column aside), both workers named.
     serial_rows, xdist_rows = _report_rows(runs["serial"][0]), _report_rows(runs["xdist"][0])
     body = [r for r in xdist_rows if "::" in r[0]]
-    assert {r[-2] for r in body} == {"gw0", "gw1"}
-    assert sorted(r[:-2] + r[-1:] if "::" in r[0] else r for r in xdist_rows) == sorted(serial_rows)
+    worker = [c for r in body for c in r if re.fullmatch(r"gw\d", c)]
+    assert len(worker) == len(body) and set(worker) == {"gw0", "gw1"}
+    assert sorted([c for c in r if not re.fullmatch(r"gw\d", c)] for r in xdist_rows) == sorted(serial_rows)
     assert len(serial_rows) == 9  # 8 measurements and the total
+    assert {r[0].split(" [")[0] for r in body} == {f"test_suite.py::{t}" for t in (
+        "test_small", "test_params_over", "test_two", "test_whole", "test_param[1]", "test_param[2]", "test_param[3]")}
     assert runs["xdist"][0].count("flops report") == 1
 
     # JSON: the same tests and summary, each test naming its worker.
@@ -314,21 +326,22 @@ def test_a_sigterm_while_rank0_waits_ends_the_wait(tmp_path: Path) -> None:
 def test_ranks_exchange_files_without_torchrun(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """RANK/WORLD_SIZE from another launcher, no agent store, no process group: the file fallback.
 
-    Rank 1 runs in a subprocess, rank 0 in this process (pytester).
+    Both ranks run in this process (pytester), one after the other: rank 1 leaves its record and ends, rank 0
+    finds it. That the ranks run at once is the torchrun tests' part.
     """
     pytester.makepyfile(test_suite=TORCHRUN_PLAIN)
     port = f"files-{os.getpid()}"
     ranks = dict(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    rank1 = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
-                              "--flops-report"], cwd=pytester.path, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=_clean_env(RANK="1", **ranks))
     for k in _RANK_ENV:
         monkeypatch.delenv(k, raising=False)
-    for k, v in dict(RANK="0", COLUMNS="200", **ranks).items():
+    for k, v in dict(COLUMNS="200", **ranks).items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("RANK", "1")
+    rank1 = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "--flops-report")
+    rank1.assert_outcomes(passed=1, failed=1)
+    assert "flops report" not in rank1.stdout.str()
+    monkeypatch.setenv("RANK", "0")
     rank0 = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "--flops-report")
-    output1 = rank1.communicate(timeout=120)[0]
-    assert "flops report" not in output1 and "1 failed, 1 passed" in output1
     rank0.assert_outcomes(passed=2)
     rank0.stdout.re_match_lines([r"test_suite.py::test_budget_per_rank +32.77K .* 1 +failed",
                                  r"rank 1 total +33.02K", r"world total +35.33K"])

@@ -605,11 +605,14 @@ def test_4_ctrl_c_marks_every_file_incomplete_and_keeps_the_baseline(pytester: p
 
 def test_4_sigterm_ends_the_run_like_ctrl_c(pytester: pytest.Pytester) -> None:
     """A CI job's time limit: SIGTERM mid-run. The files are written and marked; nothing is saved. (A real
-    signal, in a subprocess: the handler is the process's.)"""
-    pytester.makepyfile(test_model=INTERRUPTED.format(stop="os.kill(os.getpid(), signal.SIGTERM)"))
+    signal, to this process: the inner test sends it only once the plugin's handler is in place, so a
+    missing handler fails the test instead of ending this process.)"""
+    pytester.makepyfile(test_model=INTERRUPTED.format(
+        stop="assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)\n"
+             "    os.kill(os.getpid(), signal.SIGTERM)"))
     save(pytester.path / "b.json", [record("old.py::test_old")], None, None)
     before = (pytester.path / "b.json").read_text()
-    result = pytester.runpytest_subprocess(*_OUTPUTS, "-p", "no:xdist")
+    result = pytester.runpytest(*_OUTPUTS, no_reraise_ctrlc=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     why = "the run was stopped by SIGTERM"
     result.stdout.fnmatch_lines([f"incomplete run: {why}", f"flops baseline not saved to b.json: {why}*"])
