@@ -6,24 +6,13 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-
-
-def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run pytest as a user would, from the repository root, at a fixed terminal width."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FLOPS_"))}
-    env.update(COLUMNS="80", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PY_COLORS", None)
-    env.pop("FORCE_COLOR", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def example_tests() -> list[str]:
@@ -51,27 +40,49 @@ def fenced_block_after(page: Path, marker: str) -> list[str]:
     return block.splitlines()
 
 
-@pytest.fixture(scope="module")
-def main_job() -> subprocess.CompletedProcess[str]:
-    return pytest_run("examples", "--flops-report")
+@dataclass(frozen=True)
+class Job:
+    returncode: int
+    stdout: str
 
 
-def test_main_job_passes(main_job: subprocess.CompletedProcess[str]) -> None:
-    assert main_job.returncode == 0, main_job.stdout + main_job.stderr
+_MAIN_JOB: list[Job] = []  # the main job runs once per process; every test below reads its output
+
+
+@pytest.fixture
+def main_job(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Job:
+    """``pytest examples --flops-report`` from the repository root, at 80 columns, in this process
+    (pytester) with the environment a user's shell has: no PYTEST_*/FLOPS_* variables, no forced colour."""
+    if not _MAIN_JOB:
+        for name in list(os.environ):
+            if name.startswith(("PYTEST_", "FLOPS_")) or name in ("PY_COLORS", "FORCE_COLOR", "GITHUB_STEP_SUMMARY"):
+                monkeypatch.delenv(name)
+        monkeypatch.chdir(ROOT)
+        monkeypatch.setenv("COLUMNS", "80")
+        # pytest_flops is already imported in this process, so an editable install (tox's) makes pytest warn
+        # that it cannot rewrite it: that warning is this test's, not the main job's.
+        result = pytester.runpytest("examples", "--flops-report", "-p", "no:cacheprovider",
+                                    "-W", "ignore::pytest.PytestAssertRewriteWarning")
+        _MAIN_JOB.append(Job(int(result.ret), result.stdout.str() + result.stderr.str()))
+    return _MAIN_JOB[0]
+
+
+def test_main_job_passes(main_job: Job) -> None:
+    assert main_job.returncode == 0, main_job.stdout
     tests = example_tests()
     assert len(tests) >= 8
     assert re.search(rf"^=+ {len(tests)} passed in [\d.]+s", main_job.stdout, re.MULTILINE), main_job.stdout
     assert "warning" not in main_job.stdout.lower()
 
 
-def test_main_job_reports_every_example(main_job: subprocess.CompletedProcess[str]) -> None:
+def test_main_job_reports_every_example(main_job: Job) -> None:
     report = "\n".join(report_lines(main_job.stdout))
     for nodeid in example_tests():
         assert nodeid in report, f"{nodeid} missing from the report:\n{report}"
     assert f"{len(example_tests())} tests, {len(example_tests())} measurements" in report
 
 
-def test_budgets_are_meaningful(main_job: subprocess.CompletedProcess[str]) -> None:
+def test_budgets_are_meaningful(main_job: Job) -> None:
     """Every example uses 80-100% of its budget, so the report shows something worth reading."""
     rows = [line for line in report_lines(main_job.stdout) if line.rstrip().endswith("passed")]
     used = [float(share) for row in rows for share in re.findall(r"\s(\d+\.\d)%(?:\s|$)", row)]
@@ -79,7 +90,7 @@ def test_budgets_are_meaningful(main_job: subprocess.CompletedProcess[str]) -> N
     assert all(80.0 <= share <= 100.0 for share in used), used
 
 
-def test_readme_shows_the_real_report(main_job: subprocess.CompletedProcess[str]) -> None:
+def test_readme_shows_the_real_report(main_job: Job) -> None:
     shown = report_lines("\n".join(fenced_block_after(ROOT / "README.md", "flops report")))
     actual = report_lines(main_job.stdout)
     assert shown == actual, (
@@ -107,7 +118,7 @@ def test_failure_demo_fails_as_documented(pytester: pytest.Pytester, monkeypatch
         "docs/budgets.md's failure demo is out of date; the message now reads:\n" + "\n".join(message))
 
 
-def test_demo_is_not_collected_by_the_main_job(main_job: subprocess.CompletedProcess[str]) -> None:
+def test_demo_is_not_collected_by_the_main_job(main_job: Job) -> None:
     assert "demo_failure" not in main_job.stdout
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -151,6 +153,7 @@ def test_pytest_flops_count_html_writes_the_report_of_one_model(tmp_path: Path, 
 
 PLUGIN_TESTS = """
 import pytest
+import pytest
 import torch
 
 WIDTH = {width}
@@ -192,10 +195,18 @@ def test_flops_html_writes_the_report_with_baseline_deltas(pytester: Any) -> Non
     assert data["environment"]["pytest_flops"] and data["settings"]["baseline"] == "b.json"
 
 
-def test_the_html_writer_is_imported_only_when_asked_for(pytester: Any) -> None:
+def test_the_html_writer_is_imported_only_when_asked_for(pytester: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the writer is taken out of sys.modules first, so only the inner run can bring it back."""
+    import pytest_flops.outputs as outputs
+
+    monkeypatch.delitem(sys.modules, "pytest_flops.outputs.html", raising=False)
+    monkeypatch.delattr(outputs, "html", raising=False)
     pytester.makeconftest("import sys\n\ndef pytest_unconfigure():\n"
                           "    print('HTML loaded:', 'pytest_flops.outputs.html' in sys.modules)\n")
     pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=8))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--flops-report", "--flops-json=r.json")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-report", "--flops-json=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["HTML loaded: False"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-html=r.html")  # the probe sees it
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["HTML loaded: True"])
