@@ -65,6 +65,11 @@ def test_param(flops, n):
 """
 
 
+#: For the pytest sessions these tests start in new interpreters (xdist workers, torchrun ranks): plugins of
+#: this environment that they do not use, hypothesis's above all (it imports all of hypothesis, about 1 s).
+LEAN = ("-p", "no:hypothesispytest", "-p", "no:anyio")
+
+
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _RANK_ENV and k != "GITHUB_STEP_SUMMARY"}
     env.update(COLUMNS="200", PYTHONDONTWRITEBYTECODE="1", **extra)
@@ -120,7 +125,7 @@ def test_xdist_gives_the_serial_report_json_markdown_and_baseline(pytester: pyte
         summary = pytester.path / f"{name}-step-summary.md"
         monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
         result = pytester.runpytest(
-            "-p", "no:cacheprovider", *args, "--flops-report", f"--flops-json={name}.json",
+            "-p", "no:cacheprovider", *LEAN, *args, "--flops-report", f"--flops-json={name}.json",
             f"--flops-markdown={name}.md", f"--flops-save-baseline={name}-baseline.json", "--flops-baseline=old.json")
         result.assert_outcomes(passed=5, failed=2)
         result.stdout.fnmatch_lines(["*1 regressed, 5 unchanged, 1 new",
@@ -210,7 +215,7 @@ def _torchrun(tmp_path: Path, suite: str | dict[str, str], *args: str
         (tmp_path / name).write_text(textwrap.dedent(text))
     summary = tmp_path / "step-summary.md"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--flops-report",
+           "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", *LEAN, "--flops-report",
            "--flops-json=out.json", *args]
     # torchrun's agent makes a torchelastic_* log folder in the temporary directory: keep it inside tmp_path.
     scratch = tmp_path / "tmp"

@@ -394,7 +394,8 @@ def test_plugin_import_does_not_import_torch(pytester: pytest.Pytester) -> None:
             assert "pytest_flops.plugin" in sys.modules
             assert "torch" not in sys.modules
     """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--flops-report")
+    # hypothesis's plugin imports all of hypothesis (about 1 s), which this check does not need
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--flops-report")
     result.assert_outcomes(passed=1)
 
 
