@@ -3,7 +3,8 @@
 6 blocks, d=256, 4 heads, seq 64, batch 1, vocabulary 512, ``torch.set_num_threads(1)``,
 attention through ``F.scaled_dot_product_attention`` (causal). Inference runs in eval
 mode under ``torch.no_grad()``; a training step is ``zero_grad``, forward, ``loss.backward()``.
-Ratios are medians of ABBA pairs (see ``_common.paired``), each tool against the same plain run.
+Ratios are medians of ABBA pairs (see ``_common.paired``), each tool against the same plain run. A first
+row per kind times do-nothing modes and module hooks where the counter has its own: the floor of the design.
 """
 
 from __future__ import annotations
@@ -85,11 +86,55 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
             return mode.get_total_flops()
         return go
 
+    def floor(kind: str) -> Callable[[Any], Any]:
+        """What the design costs before it counts anything: do-nothing modes where the counter has its own
+        (a TorchFunctionMode over the forward, a TorchDispatchMode over the backward) and global module hooks."""
+        from torch.nn.modules import module as hooks
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Functions(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+                return func(*args, **(kwargs or {}))
+
+        class Ops(TorchDispatchMode):
+            @classmethod
+            def _should_skip_dynamo(cls) -> bool:  # as the counter's mode: no torch._dynamo wrapper
+                return False
+
+            def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+                return func(*args, **(kwargs or {}))
+
+        def go(_: Any) -> Any:
+            handles = [hooks.register_module_forward_pre_hook(lambda m, a: None),
+                       hooks.register_module_forward_hook(lambda m, a, o: None, always_call=True)]
+            try:
+                if kind == "inference":
+                    with Functions():
+                        return inference()
+                model.zero_grad(set_to_none=True)
+                with Functions():
+                    loss = model(idx).float().mean()
+                with Ops():
+                    loss.backward()
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return None
+        return go
+
     for kind, step in (("inference", inference), ("training", training)):
         model.train(kind == "training")
         for _ in range(3):
             step()
         results = {}
+        floor_run = floor(kind)
+        floor_run(None)
+        ratios, plains, times, _ = paired(lambda _: step(), floor_run, reps)
+        floor_ratio = median(ratios)
+        emit(Row(NAME, f"{kind} do-nothing modes / plain", f"{median(ratios):.3f}x", "-", INFO,
+                 f"plain {fmt_ms(median(plains))}, with the modes and hooks {fmt_ms(median(times))}, n={reps}: "
+                 "the least this design costs"))
         for label, counted in (("pytest-flops", ours(step)), ("FlopCounterMode", fcm(step))):
             counted(None)  # warm-up: registry caches, first-call imports
             ratios, plains, times, flops = paired(lambda _: step(), counted, reps)
@@ -99,6 +144,8 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                      f"<= {target:.2f}x" if target else "-", status(median(ratios) <= target) if target else INFO,
                      f"plain {fmt_ms(median(plains))}, counted {fmt_ms(median(times))}, reports {fmt_flops(flops)}, "
                      f"n={reps}, ratios {min(ratios):.3f}..{max(ratios):.3f}"))
+        emit(Row(NAME, f"{kind} pytest-flops / do-nothing modes", f"{results['pytest-flops'][0] / floor_ratio:.3f}x",
+                 "-", INFO, "ratio of the two medians over plain: what counting adds to the floor"))
         ratio = results["pytest-flops"][0] / results["FlopCounterMode"][0]
         emit(Row(NAME, f"{kind} pytest-flops / FlopCounterMode", f"{ratio:.3f}x", f"<= {VS_FCM_TARGET:.2f}x",
                  status(ratio <= VS_FCM_TARGET),
