@@ -447,6 +447,7 @@ def test_two(flops):
      "--flops-json=b.json is the same file as --flops-save-baseline=b.json*(writing it would replace the save "
      "baseline)"),
     (["--flops-json=r.json", "--flops-markdown=r.json"], "--flops-markdown=r.json is the same file as --flops-json*"),
+    (["--flops-baseline=b.json", "--flops-html=b.json"], "--flops-html=b.json is the same file as --flops-baseline*"),
 ])
 def test_1_output_paths_must_differ(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     pytester.makepyfile(test_model=MODEL)

@@ -244,17 +244,19 @@ class FlopsSettings:
         return bool(self.step_summary) and (self.report != "off" or bool(self.markdown) or bool(self.baseline))
 
 
-_OUTPUTS = ("save_baseline", "json", "markdown", "flamegraph")
-
-
 def _check_distinct_outputs(values: Mapping[str, Any]) -> None:
     """Refuse, before the run, an output written over the compared baseline or over another output
     (paths compared after resolving links): the baseline would be replaced by a report. Saving to the
-    compared baseline (``--flops-baseline=X --flops-save-baseline=X``) is allowed: it accepts the changes."""
+    compared baseline (``--flops-baseline=X --flops-save-baseline=X``) is allowed: it accepts the changes.
+
+    Every path setting but ``baseline`` (the one file read) is an output, so a new output is checked too.
+    """
     seen: dict[str, str] = {}
     if values.get("baseline") is not None:
         seen[os.path.realpath(values["baseline"].path)] = "baseline"
-    for name in _OUTPUTS:
+    outputs = [f.name for f in dataclasses.fields(FlopsSettings)
+               if "flops_option" in f.metadata and f.metadata["flops_option"].kind == "path" and f.name != "baseline"]
+    for name in outputs:
         setting = values.get(name)
         if setting is None:
             continue
