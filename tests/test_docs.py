@@ -91,6 +91,7 @@ def clean_registry():
     DEFAULT_REGISTRY._modules.update(modules)
     DEFAULT_REGISTRY._user.clear()
     DEFAULT_REGISTRY._user.update(user)
+    DEFAULT_REGISTRY._generation += 1  # a change like any registration: counters drop what they cached
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if any(not b.is_test_file and b.annotation is None

@@ -111,7 +111,7 @@ class Registry:
 
     def generation(self) -> tuple[int, ...]:
         """Changes whenever this registry or a parent registers something (a key for what counters cache)."""
-        return tuple(n for r in self._chain() for n in (r._generation, len(r._ops), len(r._modules), len(r._user)))
+        return tuple(r._generation for r in self._chain())
 
     @property
     def user_op_formulas(self) -> bool:
