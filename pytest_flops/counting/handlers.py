@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ._torch import DYNAMIC_TAGS, has_composite_kernel
 
 __all__ = ["Formula", "KnownZero", "Decompose", "Uncounted", "Collective", "ValueDependent", "resolve",
@@ -38,7 +40,7 @@ def _symbolic(flops: Any) -> bool:
     """Whether a formula's result holds a count no int can be made of (a jagged nested tensor's ``j1`` size)."""
     values = flops.values() if isinstance(flops, dict) else (flops,)
     for value in values:
-        if type(value).__name__ == "SymInt":
+        if isinstance(value, torch.SymInt):
             try:
                 int(value)
             except Exception:
