@@ -39,7 +39,22 @@ TOLERANCE_FORMS = "a relative tolerance such as '1%' or '0.5%', or an absolute o
 
 
 class BudgetError(ValueError):
-    """A malformed ``max_flops`` marker."""
+    """A malformed ``max_flops`` marker.
+
+    For one bad value, ``reason`` is what is wrong with the value alone (``expected ...``), without the
+    marker's wording, and ``metric`` the metric whose unit the value names instead, if it does: what a
+    caller that is not a marker (the ``flops_max_*`` ini keys) words its own message from.
+    """
+
+    def __init__(self, message: str, reason: str | None = None, metric: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metric = metric
+
+
+def _bad_value(key: str, raw: Any, what: str, reason: str, metric: str | None = None) -> BudgetError:
+    """``max_flops key=raw <what>: <reason>``."""
+    return BudgetError(f"max_flops {key}={raw!r} {what}: {reason}", reason, metric)
 
 
 @dataclass(frozen=True)
@@ -103,8 +118,8 @@ def _budget_values(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, 
     for key in METRIC_UNITS:
         unit = quantity_unit(kwargs.get(key))
         if unit is not None and unit != key:
-            raise BudgetError(f"max_flops {key}={kwargs[key]!r} names {METRICS[unit]}, not {METRICS[key]}: write "
-                              f"{unit}={kwargs[key]!r}, or drop the unit")
+            raise _bad_value(key, kwargs[key], f"names {METRICS[unit]}, not {METRICS[key]}",
+                             f"write {unit}={kwargs[key]!r}, or drop the unit", metric=unit)
     if args:
         key = quantity_unit(args[0]) or "flops"
         if key in kwargs:
@@ -157,9 +172,10 @@ def _budget_from(kwargs: Mapping[str, Any]) -> Budget:
             values[key] = parse_quantity(raw)
         except ValueError:
             if isinstance(raw, str) and _is_bytes(raw):  # a memory figure given where a count is expected
-                raise BudgetError(f"max_flops {key}={raw!r} is a byte quantity: a memory budget is "
-                                  f"peak_memory={raw!r} or saved_memory={raw!r}") from None
-            raise BudgetError(f"max_flops {key}={raw!r} is not a valid quantity: expected {ACCEPTED_FORMS}") from None
+                memory = f"a memory budget is peak_memory={raw!r} or saved_memory={raw!r}"
+                raise BudgetError(f"max_flops {key}={raw!r} is a byte quantity: {memory}",
+                                  f"a byte quantity: {memory}") from None
+            raise _bad_value(key, raw, "is not a valid quantity", f"expected {ACCEPTED_FORMS}") from None
     for key in MEMORY_METRICS:
         raw = kwargs.get(key)
         if raw is not None:
@@ -187,13 +203,13 @@ def _parse_memory_limit(key: str, raw: Any) -> int:
         try:
             return parse_bytes(raw)
         except ValueError:
-            raise BudgetError(f"max_flops {key}={raw!r} is not a valid byte quantity: expected {BYTES_FORMS}") from None
+            raise _bad_value(key, raw, "is not a valid byte quantity", f"expected {BYTES_FORMS}") from None
     if isinstance(raw, str) and re.search(r"flop|mac|param|b\s*$|bytes?", raw, re.IGNORECASE):
-        raise BudgetError(f"max_flops {key}={raw!r} has the wrong unit: expected {_ACTIVATION_FORMS}")
+        raise _bad_value(key, raw, "has the wrong unit", f"expected {_ACTIVATION_FORMS}")
     try:
         return parse_quantity(raw)
     except ValueError:
-        raise BudgetError(f"max_flops {key}={raw!r} is not a valid quantity: expected {_ACTIVATION_FORMS}") from None
+        raise _bad_value(key, raw, "is not a valid quantity", f"expected {_ACTIVATION_FORMS}") from None
 
 
 @dataclass(frozen=True)

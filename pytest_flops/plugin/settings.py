@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -115,11 +114,11 @@ def _default_limit(key: str) -> Callable[[Any], str | None]:
             return None
         try:
             parse_budget((), {key: text})
-        except BudgetError as exc:  # "max_flops peak_memory='5M' is not a valid byte quantity: expected ..."
-            why = re.sub(r"^(is not a valid [a-z ]+|has the wrong unit): ", "",
-                         str(exc).replace(f"max_flops {key}={text!r} ", "", 1))
-            raise ValueError(re.sub(r"write (\w+)=.*, or drop the unit$", r"set flops_max_\1 instead, or drop the unit",
-                                    why)) from None
+        except BudgetError as exc:
+            if exc.metric is not None:  # "1G FLOPs" for flops_max_params
+                raise ValueError(f"names {METRICS[exc.metric]}, not {METRICS[key]}: set flops_max_{exc.metric} "
+                                 "instead, or drop the unit") from None
+            raise ValueError(exc.reason or str(exc)) from None
         return text
 
     return parse
