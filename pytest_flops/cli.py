@@ -253,9 +253,9 @@ def _write_html(path: str, target: str, shapes: str, measurement: Any) -> str:
     """The HTML report of one counted model (the page ``pytest --flops-html`` writes, with one row)."""
     from .outputs.html import write_html
     from .outputs.json_results import environment
+    from .outputs.records import make_record
 
-    record = {"nodeid": f"{target} [{shapes}]", "outcome": "", "worker": None, "budget": None, "verdicts": None,
-              "measurements": [measurement.to_dict()]}
+    record = make_record(f"{target} [{shapes}]", [measurement.to_dict()])  # no outcome: it is not a test
     try:
         write_html(path, [record], environment=environment(), title=f"{PROG} count {target}")
     except OSError as exc:
