@@ -24,18 +24,16 @@ Column = tuple[str, Callable[[Row], str]]
 def columns(records: Sequence[Mapping[str, Any]]) -> list[Column]:
     """The optional columns the records call for: worker (xdist), rank (torchrun), FLOP/s (timed measurements)."""
     table = rows(records)
-    out: list[Column] = []
+    names = []
     if any(r["worker"] for r in table):
-        out.append(("worker", lambda row: row.get("worker") or "-"))
+        names.append("worker")
     if any(r["rank"] is not None for r in table):
-        out.append(("rank", lambda row: "-" if row.get("rank") is None else str(row["rank"])))
+        names.append("rank")
     if any((r["measurement"].get("extra") or {}).get("flops_per_s") is not None for r in table):
-        out.append(("FLOP/s", _rate_text))
+        names.append("rate")
     if any(r["measurement"].get("peak_memory") is not None for r in table):  # measured with memory=True
-        out.append(("peak mem", lambda row: _memory_text(row, "peak_memory")))
-        out.append(("activations", lambda row: _memory_text(row, "activations")))
-        out.append(("saved", lambda row: _memory_text(row, "saved_memory")))
-    return out
+        names += ["peak_memory", "activations", "saved_memory"]
+    return [(_COLUMNS[name][0], _COLUMNS[name][1]) for name in names]  # header and cell, as the named columns
 
 
 #: The optional columns that hold numbers (right-aligned in Markdown).
