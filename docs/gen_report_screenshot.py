@@ -30,12 +30,19 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 SHOTS = (("report.png", "", "1280,1180"), ("report-params.png", "&metric=params&zoom=layers.0", "1280,1000"))
 
 
-def browser() -> str:
+def find_browser() -> str | None:
+    """A headless-capable Chrome or Chromium: ``PYTEST_FLOPS_CHROMIUM``, else the first of :data:`BROWSERS` on
+    ``PATH`` (also what tests/test_html_browser.py runs the report in)."""
     for name in (os.environ.get("PYTEST_FLOPS_CHROMIUM", ""),) + BROWSERS:
         found = shutil.which(name) if name else None
         if found:
             return found
-    sys.exit("gen_report_screenshot.py: no Chromium found (apt-get install -y chromium, or set PYTEST_FLOPS_CHROMIUM)")
+    return None
+
+
+def browser() -> str:
+    return find_browser() or sys.exit(
+        "gen_report_screenshot.py: no Chromium found (apt-get install -y chromium, or set PYTEST_FLOPS_CHROMIUM)")
 
 
 def example_report(out: Path) -> Path:

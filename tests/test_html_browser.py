@@ -11,10 +11,9 @@ chromium``; ``.ci/run`` installs it).
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
-import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -28,18 +27,18 @@ from torch import nn
 from pytest_flops import count
 from pytest_flops.outputs.html import write_html
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+def _screenshot_script() -> Any:
+    """docs/gen_report_screenshot.py, which finds the browser its screenshots and these tests run in."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "gen_report_screenshot.py"
+    spec = importlib.util.spec_from_file_location("gen_report_screenshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def find_browser() -> str | None:
-    for name in (os.environ.get("PYTEST_FLOPS_CHROMIUM", ""),) + BROWSERS:
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    return None
-
-
-BROWSER = find_browser()
+BROWSER = _screenshot_script().find_browser()
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium found (apt-get install -y chromium, or set "
                                                         "PYTEST_FLOPS_CHROMIUM to a Chrome/Chromium binary)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
