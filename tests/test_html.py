@@ -196,17 +196,20 @@ def test_flops_html_writes_the_report_with_baseline_deltas(pytester: Any) -> Non
 
 
 def test_the_html_writer_is_imported_only_when_asked_for(pytester: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In process: the writer is taken out of sys.modules first, so only the inner run can bring it back."""
+    """A fresh interpreter (a module already imported here would hide an eager import of the writer), then, in
+    process with the writer taken out of sys.modules, the same probe seeing it when it is asked for."""
     import pytest_flops.outputs as outputs
 
-    monkeypatch.delitem(sys.modules, "pytest_flops.outputs.html", raising=False)
-    monkeypatch.delattr(outputs, "html", raising=False)
     pytester.makeconftest("import sys\n\ndef pytest_unconfigure():\n"
                           "    print('HTML loaded:', 'pytest_flops.outputs.html' in sys.modules)\n")
     pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=8))
-    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-report", "--flops-json=r.json")
+    # hypothesis's plugin imports all of hypothesis (about 1 s), which this check does not need
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-s",
+                                           "--flops-report", "--flops-json=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["HTML loaded: False"])
-    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-html=r.html")  # the probe sees it
+    monkeypatch.delitem(sys.modules, "pytest_flops.outputs.html", raising=False)
+    monkeypatch.delattr(outputs, "html", raising=False)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-html=r.html")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["HTML loaded: True"])
