@@ -305,27 +305,32 @@ def test_a_rank_stopped_early_sends_what_it_has(tmp_path: Path) -> None:
     assert result.missing == [] and result.stopped == {1: "the run was stopped by SIGTERM"}
 
 
-def test_a_sigterm_while_rank0_waits_ends_the_wait(tmp_path: Path) -> None:
-    """The plugin's guard counts SIGTERMs once the session is finishing (no KeyboardInterrupt then); a new one
-    ends rank 0's wait for the other ranks: they are missing, not timed out."""
-    import signal
+def test_a_sigterm_while_rank0_waits_ends_the_wait(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the session is finishing, the plugin's guard only counts a SIGTERM (no KeyboardInterrupt then); a new
+    one ends rank 0's wait for the other ranks: they are missing, not timed out. A real signal to this process,
+    sent (by the suite's conftest, as its session finishes) only once the plugin's handler is in place."""
+    pytester.makeconftest("""
+        import signal, threading, pytest
 
-    from pytest_flops.plugin.interrupt import SigtermGuard
-
-    guard = SigtermGuard()
-    if not guard.install():
-        pytest.skip("SIGTERM already has a handler in this process")
-    try:
-        guard.finishing = True
-        env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"term-{os.getpid()}"}
-        threading.Timer(0.2, signal.raise_signal, (signal.SIGTERM,)).start()  # handled on the main thread
-        begin = time.monotonic()
-        result = gather([{"nodeid": "t0", "measurements": []}], RankInfo(0, 2), timeout=30, environ=env,
-                        stop=lambda: guard.signals > 0)
-    finally:
-        guard.uninstall()
-    assert time.monotonic() - begin < 10 and guard.signals == 1
-    assert result is not None and result.missing == [1] and result.timed_out is False
+        @pytest.hookimpl(wrapper=True)  # around the plugin's sessionfinish, where rank 0 waits
+        def pytest_sessionfinish(session):
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+            threading.Timer(0.3, signal.raise_signal, (signal.SIGTERM,)).start()
+            return (yield)
+    """)
+    pytester.makepyfile(test_suite=TORCHRUN_PLAIN.replace('int(os.environ["RANK"])', "0"))
+    for k in _RANK_ENV:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in dict(RANK="0", WORLD_SIZE="2", MASTER_PORT=f"term-{os.getpid()}").items():
+        monkeypatch.setenv(k, v)
+    begin = time.monotonic()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--flops-report", "-o", "flops_gather_timeout=30",
+                                "--flops-json=out.json")
+    assert time.monotonic() - begin < 10  # not the 30 s timeout
+    result.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    assert doc["incomplete"]["missing_ranks"] == [1] and doc["incomplete"]["timed_out"] is False
+    assert doc["incomplete"]["why"] == "rank 1 of 2 sent no measurements before rank 0 stopped"
 
 
 def test_ranks_exchange_files_without_torchrun(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
