@@ -467,19 +467,7 @@ def test_1_saving_to_the_compared_baseline_is_still_allowed(pytester: pytest.Pyt
 
 
 # -- 11: every setting's bad value is one line naming it ---------------------------------------------------
-@pytest.mark.parametrize("args, message", [
-    (["-o", "flops_gather_timeout=-5"], "flops_gather_timeout (ini)='-5' is not valid: expected a number of "
-                                        "seconds >= 0 (0: no gathering)"),
-    (["-o", "flops_gather_timeout=nan"], "flops_gather_timeout (ini)='nan' is not valid*"),
-    (["--flops-json="], "--flops-json='' is not valid: expected a path"),
-    (["-o", "flops_strict=maybe"], "flops_strict (ini) is not valid*maybe*"),
-    (["--flops-ops=ALL"], "--flops-ops='ALL' is not valid: expected 'matmul' or 'all'"),
-])
-def test_11_bad_settings_are_one_line(pytester: pytest.Pytester, args: list[str], message: str) -> None:
-    pytester.makepyfile(test_model=MODEL)
-    result = pytester.runpytest("-p", "no:cacheprovider", *args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: " + message])
+# case 11's bad values are in tests/test_settings.py's one-line table
 
 
 # -- 15: xfail outcomes -----------------------------------------------------------------------------------

@@ -82,6 +82,16 @@ def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester, confi
      "ERROR: flops_gather_timeout (ini)='soon' is not valid: expected a number of seconds >= 0 (0: no gathering)"),
     ([], "flops_strict = maybe", "ERROR: flops_strict (ini) is not valid: *maybe*"),
     (["--flops-tolerance=lots"], "", "ERROR: --flops-tolerance='lots' is not valid: expected a relative tolerance*"),
+    # issue 12, case 11: a negative or NaN wait, an empty path, the ini key's case
+    ([], "flops_gather_timeout = -5", "ERROR: flops_gather_timeout (ini)='-5' is not valid: expected a number of "
+                                      "seconds >= 0 (0: no gathering)"),
+    (["-o", "flops_gather_timeout=nan"], "", "ERROR: flops_gather_timeout (ini)='nan' is not valid*"),
+    (["--flops-json="], "", "ERROR: --flops-json='' is not valid: expected a path"),
+    (["--flops-ops=ALL"], "", "ERROR: --flops-ops='ALL' is not valid: expected 'matmul' or 'all'"),
+    (["--flops-report", "--flops-report-columns=flops,size"], "",
+     "ERROR: --flops-report-columns='flops,size' is not valid: expected a comma-separated list of test, model, flops*"),
+    (["--flops-report", "--flops-report-sort=speed"], "",
+     "ERROR: --flops-report-sort='speed' is not valid: expected one of test, model*"),
 ])
 def test_bad_value_is_one_line_naming_what_was_typed(pytester: pytest.Pytester, args: list[str], ini: str,
                                                      message: str) -> None:
