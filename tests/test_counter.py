@@ -838,6 +838,10 @@ def test_module_params_are_each_modules_parameters_children_included():
     assert Measurement.from_dict(m.to_dict()).module_params == m.module_params
     tied = count(Tied(), torch.tensor([[1, 2, 3]]))  # a tied parameter counts once in the module holding both
     assert tied.module_params["Tied"] == tied.params
+    a, b = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2), nn.ReLU())
+    with FlopCounter() as c:  # several roots: each under its own name
+        b(a(torch.randn(1, 4)))
+    assert c.measurement.module_params == {"Linear": 20, "Sequential": 10, "Sequential.0": 10, "Sequential.1": 0}
 
 
 def test_module_params_equal_parameters_of_each_module_with_shared_modules_and_frozen_weights():
@@ -859,15 +863,13 @@ def test_module_params_equal_parameters_of_each_module_with_shared_modules_and_f
     model = Net()
     m = count(model, torch.randn(2, 6))
     names = dict(model.named_modules(remove_duplicate=False))
+    # every module that ran, the shared one under its first name
+    assert set(m.module_params) == {"Net", "a", "a.0", "a.1", "a.2", "b", "b.1", "frozen"}
     for name, value in m.module_params.items():
         module = model if name == "Net" else names[name]
         assert value == sum(p.numel() for p in module.parameters()), name
     assert m.params == sum(p.numel() for p in model.parameters()) == m.module_params["Net"]
     assert m.trainable_params == m.params - 8
-    a, b = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2), nn.ReLU())
-    with FlopCounter() as c:  # several roots: each under its own name
-        b(a(torch.randn(1, 4)))
-    assert c.measurement.module_params == {"Linear": 20, "Sequential": 10, "Sequential.0": 10, "Sequential.1": 0}
 
 
 # ---------------------------------------------------------------------------
