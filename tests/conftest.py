@@ -30,3 +30,14 @@ def configure(pytester: pytest.Pytester) -> Callable[..., Any]:
     def make(*args: str) -> Any:
         return pytester.parseconfigure("-p", "no:unraisableexception", *args)
     return make
+
+
+@pytest.fixture
+def no_fake_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compute=False`` must count on meta copies here: a fall-back to fake tensors fails the test."""
+    import pytest_flops.counting.measure as measure
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fell back to fake tensors")
+
+    monkeypatch.setattr(measure, "_count_on_fake", fail)

@@ -21,13 +21,6 @@ import pytest_flops.counting.measure as measure
 from pytest_flops import count
 
 
-def _no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError("fell back to fake tensors")
-
-    monkeypatch.setattr(measure, "_count_on_fake", fail)
-
-
 def _fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     used: list[int] = []
     real = measure._count_on_fake
@@ -63,10 +56,9 @@ class TiedLM(nn.Module):
         return self.head(torch.relu(self.block(self.embed(tokens))))
 
 
-def test_tied_weights_count_on_meta_without_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tied_weights_count_on_meta_without_fallback(no_fake_fallback: None) -> None:
     model, tokens = TiedLM(), torch.randint(0, 50, (2, 7))
     real = count(model, tokens)
-    _no_fallback(monkeypatch)
     free = count(model, tokens, compute=False)
     assert free.flops == real.flops == 2 * 14 * 16 * 16 + 2 * 14 * 16 * 50
     assert free.params == real.params == 50 * 16 + 16 * 16 + 16  # the tied weight once
