@@ -34,7 +34,8 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 _RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK", "ROLE_RANK",
              "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT")
 
-# A suite whose tests spread over xdist workers: budgets, a whole-test measurement, two measurements, a failure.
+# A suite whose tests spread over xdist workers: budgets, a whole-test measurement, two measurements, a failure
+# (SMALL: test_small's width, 16 unless a test changes it).
 SUITE = """
 import pytest, torch
 from torch import nn
@@ -43,9 +44,11 @@ def mlp(width):
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
 
+SMALL = 16
+
 @pytest.mark.max_flops("1M")
 def test_small(flops):
-    flops(mlp(16), torch.randn(4, 16))
+    flops(mlp(SMALL), torch.randn(4, SMALL))
 
 @pytest.mark.max_flops("10M", params="2K")
 def test_params_over(flops):
@@ -115,10 +118,9 @@ def test_xdist_gives_the_serial_report_json_markdown_and_baseline(pytester: pyte
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     # The baseline: test_small was smaller, test_whole did not exist yet.
-    old, whole = SUITE.split("@pytest.mark.max_flops(\"1M\")\ndef test_whole")
-    pytester.makepyfile(test_suite=old.replace("flops(mlp(16), torch.randn(4, 16))", "flops(mlp(8), torch.randn(4, 8))")
-                        + "@pytest.mark.parametrize" + whole.split("@pytest.mark.parametrize")[1])
-    pytester.runpytest("-p", "no:cacheprovider", "--flops-save-baseline=old.json").assert_outcomes(passed=5, failed=1)
+    pytester.makepyfile(test_suite=SUITE.replace("SMALL = 16", "SMALL = 8"))
+    pytester.runpytest("-p", "no:cacheprovider", "--flops-save-baseline=old.json",
+                       "--deselect=test_suite.py::test_whole").assert_outcomes(passed=5, failed=1)
     pytester.makepyfile(test_suite=SUITE)
     runs = {}
     for name, args in (("serial", ()), ("xdist", ("-n", "2"))):
