@@ -299,7 +299,7 @@ def test_torchrun_rank0_writes_what_it_has_when_a_rank_dies(tmp_path: Path) -> N
     assert f"**Incomplete run:** {why}." in (tmp_path / "step-summary.md").read_text()
 
 
-def test_a_rank_stopped_early_sends_what_it_has(tmp_path: Path) -> None:
+def test_a_rank_stopped_early_sends_what_it_has() -> None:
     env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"stopped-{os.getpid()}"}
     gather([{"nodeid": "t1", "measurements": []}], RankInfo(1, 2), 5, env, stopped="the run was stopped by SIGTERM")
     result = gather([{"nodeid": "t0", "measurements": []}], RankInfo(0, 2), timeout=10, environ=env)

@@ -497,7 +497,7 @@ def test_17_update_hint_from_a_subfolder(pytester: pytest.Pytester, monkeypatch:
     pytester.makeini("[pytest]\nflops_baseline = sub/b.json\n")
     pytester.mkdir("sub")
     tests = pytester.mkdir("tests")
-    (tests / "test_model.py").write_text(MODEL.replace('"1G"', '"1G"'))
+    (tests / "test_model.py").write_text(MODEL)
     save(pytester.path / "sub" / "b.json", [record("tests/test_model.py::test_a", 1)], None, None)
     monkeypatch.chdir(tests)
     result = pytester.runpytest("-p", "no:cacheprovider")

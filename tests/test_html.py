@@ -147,12 +147,11 @@ def test_pytest_flops_count_html_writes_the_report_of_one_model(tmp_path: Path, 
     (row,) = data["rows"]
     assert row["test"] == "pytest_flops.zoo:resnet50 [1x3x224x224]" and row["v"]["flops"] == 8_178_368_512
     assert data["trees"][0][2] == [8_178_368_512, 25_557_032] and data["title"] == "pytest-flops count pytest_flops.zoo:resnet50"
-    code = main(["count", "pytest_flops.zoo:resnet50", "--input", "1x3x224x224", "--html", str(tmp_path)])
+    code = main(["count", "torch.nn:Identity", "--input", "2x3", "--html", str(tmp_path)])  # a folder: refused
     assert code == 2 and capsys.readouterr().err.startswith(f"pytest-flops: cannot write --html '{tmp_path}': ")
 
 
 PLUGIN_TESTS = """
-import pytest
 import pytest
 import torch
 
