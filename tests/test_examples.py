@@ -49,20 +49,25 @@ class Job:
 _MAIN_JOB: list[Job] = []  # the main job runs once per process; every test below reads its output
 
 
+def run_as_a_user(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> pytest.RunResult:
+    """``pytest ARGS`` from the repository root, at 80 columns, in this process (pytester), with the environment
+    a user's shell has: no PYTEST_*/FLOPS_* variables, no forced colour, no step summary."""
+    for name in list(os.environ):
+        if name.startswith(("PYTEST_", "FLOPS_")) or name in ("PY_COLORS", "FORCE_COLOR", "GITHUB_STEP_SUMMARY"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COLUMNS", "80")
+    # The inner run reads the repository's pytest settings (filterwarnings = error). pytest_flops is already
+    # imported in this process, so an editable install (tox's) makes pytest warn that it cannot rewrite it:
+    # that warning is this test's, not the user's.
+    return pytester.runpytest(*args, "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+
 @pytest.fixture
 def main_job(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Job:
-    """``pytest examples --flops-report`` from the repository root, at 80 columns, in this process
-    (pytester) with the environment a user's shell has: no PYTEST_*/FLOPS_* variables, no forced colour."""
+    """``pytest examples --flops-report``, run once per process (every test below reads its output)."""
     if not _MAIN_JOB:
-        for name in list(os.environ):
-            if name.startswith(("PYTEST_", "FLOPS_")) or name in ("PY_COLORS", "FORCE_COLOR", "GITHUB_STEP_SUMMARY"):
-                monkeypatch.delenv(name)
-        monkeypatch.chdir(ROOT)
-        monkeypatch.setenv("COLUMNS", "80")
-        # pytest_flops is already imported in this process, so an editable install (tox's) makes pytest warn
-        # that it cannot rewrite it: that warning is this test's, not the main job's.
-        result = pytester.runpytest("examples", "--flops-report", "-p", "no:cacheprovider",
-                                    "-W", "ignore::pytest.PytestAssertRewriteWarning")
+        result = run_as_a_user(pytester, monkeypatch, "examples", "--flops-report")
         _MAIN_JOB.append(Job(int(result.ret), result.stdout.str() + result.stderr.str()))
     return _MAIN_JOB[0]
 
@@ -99,13 +104,8 @@ def test_readme_shows_the_real_report(main_job: Job) -> None:
 
 
 def test_failure_demo_fails_as_documented(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In this process (pytester), run from the repository root as the docs show it."""
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "80")
-    # The inner run reads the repository's pytest settings (filterwarnings = error). pytest_flops is already
-    # imported in this process, so an editable install (tox's) makes pytest warn that it cannot rewrite it.
-    result = pytester.runpytest("examples/demo_failure.py", "-p", "no:cacheprovider",
-                                "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    """Run from the repository root as the docs show it."""
+    result = run_as_a_user(pytester, monkeypatch, "examples/demo_failure.py")
     assert result.ret == 1, result.stdout.str()
     lines = result.stdout.lines
     assert "1 failed" in lines[-1]
