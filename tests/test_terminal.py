@@ -7,14 +7,15 @@ from typing import Any
 
 import pytest
 
+from pytest_flops.outputs import records as rec
 from pytest_flops.outputs.terminal import columns, parse_columns, parse_sort, render_table
 
 LONG = "tests/models/vision/test_backbones.py::test_resnet50_forward_fits_the_budget[batch-32-channels_last]"
 
 
-def record(nodeid: str, flops: int, outcome: str = "passed", **m: Any) -> dict[str, Any]:
+def record(nodeid: str, flops: int, outcome: str = "passed", **m: Any) -> rec.TestRecord:
     measurement = {"name": "M", "flops": flops, "macs": flops // 2, "params": 1000, "devices": ["cpu"], **m}
-    return {"nodeid": nodeid, "outcome": outcome, "measurements": [measurement], "budget": None, "verdicts": None}
+    return rec.with_outcome(rec.make_record(nodeid, [measurement]), outcome)  # type: ignore[list-item]
 
 
 def cells(line: str) -> list[str]:
