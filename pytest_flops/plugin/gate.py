@@ -14,7 +14,7 @@ baseline option is given.
 from __future__ import annotations
 
 import os
-
+import shlex
 from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 import pytest
@@ -68,8 +68,6 @@ def configure_gating(config: pytest.Config, settings: FlopsSettings) -> None:
 def shell_path(path: Any, cwd: Any) -> str:
     """``path`` as a command typed in ``cwd`` needs it: relative when below ``cwd``, else absolute (an ini
     file's paths are relative to the ini file, not to a subfolder the user runs pytest from)."""
-    import shlex
-
     absolute = os.path.abspath(path)
     relative = os.path.relpath(absolute, cwd)
     return shlex.quote(absolute if relative.startswith("..") else relative)
