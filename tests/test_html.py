@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -195,20 +197,29 @@ def test_flops_html_writes_the_report_with_baseline_deltas(pytester: Any) -> Non
 
 
 def test_the_html_writer_is_imported_only_when_asked_for(pytester: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh interpreter (a module already imported here would hide an eager import of the writer), then, in
-    process with the writer taken out of sys.modules, the same probe seeing it when it is asked for."""
+    """No module of the plugin or the other writers imports it (a fresh interpreter: here, a module imported by
+    an earlier test would hide that); a run writing the report and the JSON does not either, and one writing
+    the HTML does (in process, with the writer taken out of sys.modules first)."""
     import pytest_flops.outputs as outputs
 
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        import pytest_flops.outputs, pytest_flops.plugin
+        for package in (pytest_flops.plugin, pytest_flops.outputs):
+            for module in pkgutil.iter_modules(package.__path__):
+                if module.name != "html":
+                    importlib.import_module(f"{package.__name__}.{module.name}")
+        print("pytest_flops.outputs.html" in sys.modules)
+    """)
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    monkeypatch.delitem(sys.modules, "pytest_flops.outputs.html", raising=False)
+    monkeypatch.delattr(outputs, "html", raising=False)
     pytester.makeconftest("import sys\n\ndef pytest_unconfigure():\n"
                           "    print('HTML loaded:', 'pytest_flops.outputs.html' in sys.modules)\n")
     pytester.makepyfile(test_models=PLUGIN_TESTS.format(width=8))
-    # hypothesis's plugin imports all of hypothesis (about 1 s), which this check does not need
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-s",
-                                           "--flops-report", "--flops-json=r.json")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-report", "--flops-json=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["HTML loaded: False"])
-    monkeypatch.delitem(sys.modules, "pytest_flops.outputs.html", raising=False)
-    monkeypatch.delattr(outputs, "html", raising=False)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-html=r.html")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "--flops-html=r.html")  # the probe sees it
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["HTML loaded: True"])
