@@ -142,12 +142,14 @@ def _classify(func: Any) -> int:
 class _Trace:
     """What the ops of one probed function call counted, to charge again for calls of the same signature."""
 
-    __slots__ = ("charges", "uncounted", "ok")
+    __slots__ = ("charges", "uncounted", "devices", "ok", "live")
 
     def __init__(self) -> None:
         self.charges: list[tuple[str, tuple[tuple[str, int], ...], int]] = []  # (label, by category, total)
         self.uncounted: list[str] = []
+        self.devices: set[Any] = set()  # of the ops that charged
         self.ok = True  # False: something ran that a replay would not reproduce
+        self.live = False  # it charged or noted something: a replay is logged
 
 
 #: Per registry: (its generation and the ops selection, handlers, function kinds, traces), shared by the
@@ -220,6 +222,7 @@ class _FunctionMode(TorchFunctionMode):
         self.counter = lane.counter
         self.kinds = lane.counter.kinds
         self.traces = lane.counter.traces
+        self.replays = lane.counter._replays
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if kwargs is None:
@@ -241,8 +244,8 @@ class _FunctionMode(TorchFunctionMode):
                 key = trace = None
             if trace is not None:
                 out = func(*args, **kwargs)
-                if trace.charges or trace.uncounted:
-                    self.counter.replay(lane, trace, out)
+                if trace.live:
+                    self.replays.append((lane.view.path, trace))
                 return out
         return self.counter.probe(lane, func, args, kwargs, key)
 
@@ -304,6 +307,7 @@ class FlopCounter:
         self._forward = 0
         self._backward = 0
         self._events = 0  # module calls seen: a probe during which one ran is not replayed
+        self._replays: list[tuple[str, _Trace]] = []  # (module path, trace) of each replayed call, summed at exit
         self._lanes: dict[ThreadView, _Mode] = {}
         self._tracker: Any = None  # the module tracker, from __enter__ on
 
@@ -466,23 +470,32 @@ class FlopCounter:
             pop_dispatch_if_top(lane)
             lane.trace = saved
         if trace is not None and trace.ok and events == self._events:
+            trace.live = bool(trace.charges or trace.uncounted)
             self.traces[key] = trace
         return out
 
-    def replay(self, lane: _Mode, trace: _Trace, out: Any) -> None:
-        path = lane.view.path
+    def _sum_replays(self) -> None:
+        """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
+        replays = self._replays[:]  # the modes hold this list: emptied in place
+        del self._replays[:]
+        calls: dict[tuple[str, int], list[Any]] = {}
+        for path, trace in replays:
+            entry = calls.get((path, id(trace)))  # the log keeps each trace alive until this is done
+            if entry is None:
+                calls[(path, id(trace))] = [path, trace, 1]
+            else:
+                entry[2] += 1
         stacks, by_cat = self._stacks, self._by_category
-        with self._lock:
+        for path, trace, n in calls.values():
             for label, cats, total in trace.charges:
                 for cat, value in cats:
-                    by_cat[cat] = by_cat.get(cat, 0) + value
-                self._forward += total
+                    by_cat[cat] = by_cat.get(cat, 0) + value * n
+                self._forward += total * n
                 key = (path, label)
-                stacks[key] = stacks.get(key, 0) + total
+                stacks[key] = stacks.get(key, 0) + total * n
             for name in trace.uncounted:
-                self._uncounted[name] += 1
-        if trace.charges:
-            self._record_device(out)
+                self._uncounted[name] += n
+            self._devices.update(trace.devices)
 
     def charge(self, lane: _Mode, label: str, category: str, flops: Any, out: Any) -> None:
         """Charge an op's FLOPs (an int, a ``{category: FLOPs}`` mapping or a :class:`Split`)."""
@@ -512,6 +525,7 @@ class FlopCounter:
                 self._forward += total
                 if trace is not None:
                     trace.charges.append((label, cats, total))
+                    trace.devices.update(_devices_of(out))
             else:
                 key = (self._tracker.backward_path(node), label + " (backward)")
                 self._backward += total
@@ -550,11 +564,7 @@ class FlopCounter:
         return True
 
     def _record_device(self, out: Any) -> None:
-        device = getattr(out, "device", None)
-        if device is None and isinstance(out, (tuple, list)) and out:
-            device = getattr(out[0], "device", None)
-        if device is not None:
-            self._devices.add(device)
+        self._devices.update(_devices_of(out))
 
     def note_collective(self, func: Any, args: tuple) -> None:
         """Bytes of a collective's payload: its first argument (the tensors it reduces, sends or fills)."""
@@ -595,6 +605,10 @@ class FlopCounter:
         """
         roots: Iterable[torch.nn.Module] = (self.model,) if self.model is not None else self._tracker.roots.values()
         name_of = self._tracker.name_of
+        try:
+            return _unshared_parameter_counts(roots, name_of, ran)
+        except _Shared:
+            pass
         out: dict[str, int] = {}
         seen: set[int] = set()  # parameters stay alive through their modules while this runs
         totals = [0, 0]
@@ -635,6 +649,7 @@ class FlopCounter:
         return totals[0], totals[1], out
 
     def _measure(self) -> Measurement:
+        self._sum_replays()
         tracker = self._tracker
         by_module: dict[str, int] = dict.fromkeys(self._types, 0)
         by_op: dict[str, int] = {}
@@ -682,6 +697,56 @@ class FlopCounter:
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
+
+
+def _devices_of(out: Any) -> tuple[Any, ...]:
+    """The device of an op's output (of its first element, for a tuple or list); () if it has none."""
+    device = getattr(out, "device", None)
+    if device is None and isinstance(out, (tuple, list)) and out:
+        device = getattr(out[0], "device", None)
+    return () if device is None else (device,)
+
+
+class _Shared(Exception):
+    """A module or parameter reached twice: the general walk of ``FlopCounter._parameter_counts`` is needed."""
+
+
+def _unshared_parameter_counts(roots: Iterable[torch.nn.Module], name_of: Any,
+                               ran: Mapping[str, int]) -> tuple[int, int, dict[str, int]]:
+    """``_parameter_counts`` for models where each module and parameter is reached once (most of them).
+
+    A module's count is then its own parameters plus its children's counts: one pass, no sets per module.
+    Raises :class:`_Shared` at the first module or parameter reached a second time.
+    """
+    seen: set[int] = set()
+    out: dict[str, int] = {}
+    totals = [0, 0]
+
+    def visit(module: torch.nn.Module) -> int:
+        if id(module) in seen:
+            raise _Shared
+        seen.add(id(module))
+        n = 0
+        for param in module._parameters.values():
+            if param is not None:
+                if id(param) in seen:
+                    raise _Shared
+                seen.add(id(param))
+                k = param.numel()
+                n += k
+                if param.requires_grad:
+                    totals[1] += k
+        for child in module._modules.values():
+            if child is not None:
+                n += visit(child)
+        name = name_of(module)
+        if name in ran and name not in out:
+            out[name] = n
+        return n
+
+    for root in roots:
+        totals[0] += visit(root)
+    return totals[0], totals[1], out
 
 
 def device_name(device: Any) -> str:
