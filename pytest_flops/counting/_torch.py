@@ -13,7 +13,7 @@ import torch
 __all__ = [
     "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
     "pop_dispatch", "function_stack_len", "function_stack_at", "push_function", "pop_function",
-    "has_composite_kernel", "any_autocast", "DYNAMIC_TAGS",
+    "has_composite_kernel", "any_autocast", "DYNAMIC_TAGS", "engine_run_backward", "functorch_active",
 ]
 
 #: The autograd node running now (None in forward): a backward op is charged to the module that created it.
@@ -38,6 +38,11 @@ push_function = torch._C._push_on_torch_function_stack
 pop_function = torch._C._pop_torch_function_stack
 #: Whether autocast is on for any device: it changes the ops a function runs, so it is part of a call's signature.
 any_autocast = torch._C._is_any_autocast_enabled
+#: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the
+#: counter runs a replayed backward through it with its function mode pushed (``backward.py``).
+engine_run_backward = getattr(torch.autograd.graph, "_engine_run_backward", None)
+#: Whether a functorch transform is active: ``backward()`` refuses to run inside one, so no replay either.
+functorch_active = torch._C._are_functorch_transforms_active
 #: Tags of ops whose output shape or value depends on tensor values: a call that ran one is never replayed.
 DYNAMIC_TAGS = frozenset(getattr(torch.Tag, name) for name in ("dynamic_output_shape", "data_dependent_output")
                          if hasattr(torch.Tag, name))

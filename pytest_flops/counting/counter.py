@@ -36,8 +36,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
-from ._torch import (any_autocast, current_autograd_node, pop_dispatch_if_top, pop_function_if_top, push_dispatch,
-                     push_function)
+from ._torch import (any_autocast, current_autograd_node, dispatch_stack_at, dispatch_stack_len, function_stack_at,
+                     function_stack_len, pop_dispatch_if_top, pop_function_if_top, push_dispatch, push_function,
+                     sequence_nr)
+from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_root, run_backward, unwatch_engine,
+                       watch_engine)
 from .handlers import FormulaError, resolve
 from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
@@ -69,7 +72,7 @@ class ComputeFreeError(RuntimeError):
 
 
 # -- the function level: signatures and traces ------------------------------
-_PASS, _REPLAY, _PROBE = 0, 1, 2
+_PASS, _REPLAY, _PROBE, _BACKWARD = 0, 1, 2, 3
 #: Tensor attributes read without any op: a mode's view of them is the plain call.
 _METADATA_ATTRS = frozenset({
     "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "ndim", "layout", "is_cuda", "is_cpu",
@@ -127,6 +130,8 @@ def _signature(func: Any, args: tuple, kwargs: dict) -> tuple:
 
 def _classify(func: Any) -> int:
     try:
+        if func is torch.Tensor.backward:
+            return _BACKWARD
         if func in _ALWAYS_PROBE:
             return _PROBE
         if func in _METADATA_FUNCS:
@@ -142,10 +147,13 @@ def _classify(func: Any) -> int:
 class _Trace:
     """What the ops of one probed function call counted, to charge again for calls of the same signature."""
 
-    __slots__ = ("charges", "uncounted", "devices", "ok", "live")
+    __slots__ = ("charges", "uncounted", "devices", "ok", "live", "backward", "keyed")
 
-    def __init__(self) -> None:
+    def __init__(self, backward: bool = False) -> None:
         self.charges: list[tuple[str, tuple[tuple[str, int], ...], int]] = []  # (label, by category, total)
+        self.backward = backward  # the trace of a whole backward pass (see backward.py): its charges are keyed
+        #: a backward's charges: ((module path, label), by category, total, whether a backward op)
+        self.keyed: list[tuple[tuple[str, str], tuple[tuple[str, int], ...], int, bool]] = []
         self.uncounted: list[str] = []
         self.devices: set[Any] = set()  # of the ops that charged
         self.ok = True  # False: something ran that a replay would not reproduce
@@ -190,6 +198,9 @@ class _Mode(TorchDispatchMode):
         self.suppress = 0  # > 0 inside a module with a module formula (and forever once the counter closed)
         self.trace: _Trace | None = None  # the trace of the function call being probed
         self.function_mode: _FunctionMode | None = None
+        self.log = CallLog()  # which forward call made each autograd node, for a backward's signature
+        self.backward = False  # a backward runs through backward.py: torch calls are counted as they run
+        self.dispatching = False  # ... and under this mode (its first run: it is being traced)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if self.suppress:
@@ -235,7 +246,9 @@ class _FunctionMode(TorchFunctionMode):
             kind = self.kinds[func] = _classify(func)
         if kind == _PASS:
             return func(*args, **kwargs)
-        key = None
+        if lane.backward:
+            return self.counter.backward_call(lane, func, args, kwargs)
+        key: Any = None
         if kind == _REPLAY:
             try:
                 key = _signature(func, args, kwargs)
@@ -243,10 +256,20 @@ class _FunctionMode(TorchFunctionMode):
             except (_NoSignature, TypeError, RuntimeError):  # RuntimeError: e.g. the shape of a nested tensor
                 key = trace = None
             if trace is not None:
-                out = func(*args, **kwargs)
+                path = lane.view.path
+                if key[1]:  # grad mode: note the autograd nodes the call makes
+                    first = sequence_nr()
+                    out = func(*args, **kwargs)
+                    end = sequence_nr()
+                    if end != first:
+                        lane.log.add(first, end, trace, path)
+                else:
+                    out = func(*args, **kwargs)
                 if trace.live:
-                    self.replays.append((lane.view.path, trace))
+                    self.replays.append((path, trace))
                 return out
+        elif kind == _BACKWARD:
+            return self.counter.backward(lane, func, args, kwargs)
         return self.counter.probe(lane, func, args, kwargs, key)
 
 
@@ -326,6 +349,8 @@ class FlopCounter:
                 self._memory = self._new_memory_tracker(tracker)
                 self._memory.__enter__()
             self._push(home)
+            if self._fast_path and not BACKWARD_SEEN:
+                watch_engine(_unseen_backward_modes)
         except BaseException:
             tracker.remove()
             if self._memory is not None:
@@ -345,6 +370,8 @@ class FlopCounter:
             home = self._lanes[self._tracker.home]
             pop_dispatch_if_top(home)  # if the block ended inside a module whose subtree switched modes
             self._pop(home)
+            if self._fast_path and not BACKWARD_SEEN:
+                unwatch_engine()
             if self._memory is not None:
                 self._memory.__exit__(exc_type, exc, tb)
         self.measurement = self._measure()
@@ -463,16 +490,94 @@ class FlopCounter:
         trace = _Trace() if key is not None else None
         saved, lane.trace = lane.trace, trace
         events = self._events
+        path = lane.view.path
+        first = sequence_nr()
         push_dispatch(lane)
         try:
             out = func(*args, **kwargs)
         finally:
             pop_dispatch_if_top(lane)
             lane.trace = saved
-        if trace is not None and trace.ok and events == self._events:
+        kept = trace is not None and trace.ok and events == self._events
+        if trace is not None and kept:
             trace.live = bool(trace.charges or trace.uncounted)
             self.traces[key] = trace
+        end = sequence_nr()
+        if end != first:  # a node of a call that is not kept gives its backward no signature
+            lane.log.add(first, end, trace if kept else None, path)
         return out
+
+    def backward(self, lane: _Mode, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``loss.backward()``: replayed from the trace of a backward with the same graph signature, if one ran
+        (``backward.py``), else run under the dispatch mode and traced; one the signature cannot describe is
+        probed as any call is."""
+        # Another mode (an outer counter's, the memory tracker's, a fake-tensor mode) must see the backward as it
+        # runs: its own calls to ops would reach the function mode pushed below, and be counted twice.
+        alone = not function_stack_len() and not dispatch_stack_len()
+        plain = plain_backward_root(args, kwargs) if alone else None
+        sig = None
+        if plain is not None:
+            root, retain = plain
+            found = graph_signature(root, lane.log, lane.view.path, retain)
+            sig = ("backward", found) if found is not None else None
+        if sig is None:
+            return self.probe(lane, func, args, kwargs, None)
+        trace = self.traces.get(sig)
+        fmode = lane.function_mode
+        lane.backward = True
+        push_function(fmode)  # torch calls of hooks and custom Functions are counted as they run
+        try:
+            if trace is not None:
+                run_backward(root, retain)
+            else:
+                traced = _Trace(backward=True)
+                saved, lane.trace = lane.trace, traced
+                events = self._events
+                push_dispatch(lane)
+                lane.dispatching = True
+                try:
+                    run_backward(root, retain)
+                finally:
+                    lane.dispatching = False
+                    pop_dispatch_if_top(lane)
+                    lane.trace = saved
+                if traced.ok and events == self._events:
+                    self.traces[sig] = traced
+        finally:
+            pop_function_if_top(fmode)
+            lane.backward = False
+        if trace is not None:
+            self._charge_backward(trace)
+        return None
+
+    def backward_call(self, lane: _Mode, func: Any, args: tuple, kwargs: dict) -> Any:
+        """A torch call made while ``backward`` runs (a hook, a custom Function's ``backward``, a checkpoint's
+        recomputation): counted as it runs, under the dispatch mode, never part of the backward's trace."""
+        saved, lane.trace = lane.trace, None
+        try:
+            if lane.dispatching:
+                return func(*args, **kwargs)
+            push_dispatch(lane)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                pop_dispatch_if_top(lane)
+        finally:
+            lane.trace = saved
+
+    def _charge_backward(self, trace: _Trace) -> None:
+        stacks = self._stacks
+        with self._lock:
+            for key, cats, total, backward in trace.keyed:
+                self._add_categories(cats)
+                if backward:
+                    self._backward += total
+                else:
+                    self._forward += total
+                stacks[key] = stacks.get(key, 0) + total
+            for name in trace.uncounted:
+                self._uncounted[name] += 1
+            self._devices.update(trace.devices)
 
     def _sum_replays(self) -> None:
         """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
@@ -523,13 +628,17 @@ class FlopCounter:
             if node is None:
                 key = (lane.view.path, label)
                 self._forward += total
-                if trace is not None:
-                    trace.charges.append((label, cats, total))
-                    trace.devices.update(_devices_of(out))
             else:
                 key = (self._tracker.backward_path(node), label + " (backward)")
                 self._backward += total
-                if trace is not None:
+            if trace is not None:
+                if trace.backward:
+                    trace.keyed.append((key, cats, total, node is not None))
+                    trace.devices.update(_devices_of(out))
+                elif node is None:
+                    trace.charges.append((label, cats, total))
+                    trace.devices.update(_devices_of(out))
+                else:
                     trace.ok = False
             self._stacks[key] = self._stacks.get(key, 0) + total
             self._record_device(out)
@@ -697,6 +806,17 @@ class FlopCounter:
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
+
+
+def _unseen_backward_modes() -> list[_Mode]:
+    """The dispatch modes of the counters whose function mode is on this thread's stack and whose dispatch mode
+    is not: what a direct ``torch.autograd.backward`` call must run under on torch before 2.10 (backward.py)."""
+    n = function_stack_len()
+    if not n:
+        return []
+    on = {id(dispatch_stack_at(i)) for i in range(dispatch_stack_len())}
+    modes = (function_stack_at(i) for i in range(n))
+    return [m.lane for m in modes if isinstance(m, _FunctionMode) and id(m.lane) not in on]
 
 
 def _devices_of(out: Any) -> tuple[Any, ...]:

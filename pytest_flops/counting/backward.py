@@ -1,0 +1,204 @@
+"""A backward pass counted without a dispatch mode: the graph's signature and the engine call.
+
+The counter (``counter.py``) runs ``loss.backward()`` under its dispatch mode
+once per *graph signature*, keeps what its ops counted as a trace, and for a
+later backward whose graph has the same signature runs the engine with no
+dispatch mode and charges the trace. A do-nothing dispatch mode over the
+backward of a small GPT costs 1.11-1.18x of the whole training step: that is
+what this saves (``docs/performance.md``).
+
+The signature says everything the engine's ops depend on. The graph is walked
+from the root, breadth first over ``next_functions``; each node is described
+by its type, the function call of the forward that made it (the call's trace,
+which stands for the function and the metadata of its arguments, and the
+module path it ran in), its place among that call's nodes, and its edges by
+their index in the walk. An ``AccumulateGrad`` node is described by its leaf
+and the leaf's current ``.grad`` (none, or its metadata: ``+=`` runs ops that
+a first gradient does not). Global switches that change the ops (anomaly
+mode, deterministic algorithms) are part of it. A node made by no call the
+counter saw (before the count, in a module with a module formula, on another
+thread) gives no signature, and the backward runs under the dispatch mode.
+
+Python code the backward runs (tensor and module hooks, a custom Function's
+``backward``, a checkpoint's recomputation) is not part of the trace: the
+counter's function mode stays pushed through the backward, and each torch
+call such code makes is counted as it runs, under the dispatch mode.
+
+Only ``loss.backward()`` of a real floating scalar with no ``gradient``, no
+``inputs`` and ``create_graph=False`` takes this path; anything else
+(``autograd.grad``, ``inputs=``, a non-scalar root, double backward) runs
+under the dispatch mode as before.
+
+Old torch: ``torch.autograd.backward`` looks for torch-function modes only from
+torch 2.10 on, so before that a function mode never sees a direct call of it
+(``Tensor.backward`` and ``autograd.grad`` it does see). There, while a
+counter with a function mode is active, :func:`watch_engine` puts a wrapper on
+``torch.autograd._engine_run_backward`` (what ``torch.autograd.backward``
+calls) that pushes the dispatch mode of each counter on the calling thread for
+the length of the engine call; the last counter to exit takes it off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any, Callable
+
+import torch
+
+from ._torch import (engine_run_backward, function_stack_len, functorch_active, pop_dispatch_if_top, pop_function,
+                     push_dispatch, push_function)
+
+__all__ = ["plain_backward_root", "graph_signature", "run_backward", "CallLog", "BACKWARD_SEEN", "watch_engine",
+           "unwatch_engine"]
+
+#: Whether a torch-function mode sees a direct call of ``torch.autograd.backward`` (torch 2.10 and later).
+BACKWARD_SEEN = "handle_torch_function" in getattr(torch.autograd.backward, "__code__", compile("", "", "exec")).co_names
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_NAMES = ("self", "gradient", "retain_graph", "create_graph", "inputs")
+
+
+def plain_backward_root(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any] | None:
+    """``(root, retain_graph)`` of a ``Tensor.backward`` call this module can run, else None."""
+    if len(args) > len(_NAMES) or engine_run_backward is None:
+        return None
+    bound: dict[str, Any] = dict(zip(_NAMES, args))
+    for name, value in kwargs.items():
+        if name not in _NAMES or name in bound:
+            return None
+        bound[name] = value
+    root: Any = bound.get("self")
+    if type(root) not in _PLAIN_TENSORS or bound.get("gradient") is not None or bound.get("inputs") is not None \
+            or bound.get("create_graph", False) is not False:
+        return None
+    if root.grad_fn is None or not root.dtype.is_floating_point or root.is_nested or root.numel() != 1 \
+            or functorch_active():
+        return None
+    return root, bound.get("retain_graph")
+
+
+def run_backward(root: torch.Tensor, retain_graph: Any) -> None:
+    """What ``root.backward()`` does for a real floating scalar: a gradient of ones, then the engine."""
+    assert engine_run_backward is not None  # plain_backward_root said so
+    grad = torch.ones_like(root, memory_format=torch.preserve_format)
+    engine_run_backward((root,), (grad,), bool(retain_graph), False, (), allow_unreachable=True,
+                        accumulate_grad=True)
+
+
+class CallLog:
+    """The forward's function calls that made autograd nodes, on one thread: which call made a node."""
+
+    __slots__ = ("starts", "calls")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []  # the first sequence number of each call's nodes, increasing
+        self.calls: list[tuple[int, int, Any, str]] = []  # (first, end, the call's trace or None, module path)
+
+    def add(self, first: int, end: int, trace: Any, path: str) -> None:
+        self.starts.append(first)
+        self.calls.append((first, end, trace, path))
+
+    def find(self, seq: int) -> tuple[Any, str, int] | None:
+        """(trace, path, the node's place in the call) of the call that made node ``seq``, if one did."""
+        i = bisect.bisect_right(self.starts, seq) - 1
+        if i < 0:
+            return None
+        first, end, trace, path = self.calls[i]
+        if seq >= end or trace is None:
+            return None
+        return trace, path, seq - first
+
+
+def _leaf(node: Any) -> tuple | None:
+    var: Any = getattr(node, "variable", None)
+    if type(var) not in _PLAIN_TENSORS:
+        return None
+    grad = var.grad
+    held = None if grad is None else (type(grad), grad.shape, grad.stride(), grad.dtype, grad.layout, grad.device)
+    return ("leaf", var.shape, var.stride(), var.dtype, var.device, held)
+
+
+def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: Any) -> tuple | None:
+    """The signature of the backward from ``root`` (see the module doc), or None if it has none."""
+    first: Any = root.grad_fn
+    index = {first: 0}
+    order: list[Any] = [first]
+    entries: list[Any] = [path, bool(retain_graph), torch.is_anomaly_enabled(),
+                          torch.are_deterministic_algorithms_enabled(),
+                          (root.shape, root.stride(), root.dtype, root.device)]
+    append = entries.append
+    i = 0
+    while i < len(order):
+        node = order[i]
+        i += 1
+        name = node.name()
+        made = log.find(node._sequence_nr())
+        if made is None:
+            made = _leaf(node) if name.endswith("AccumulateGrad") else None
+            if made is None:
+                return None
+        edges: list[int] = []
+        for nxt, nr in node.next_functions:
+            if nxt is None:
+                edges.append(-1)
+                continue
+            j = index.get(nxt)
+            if j is None:
+                j = index[nxt] = len(order)
+                order.append(nxt)
+            edges.append(j)
+            edges.append(nr)
+        append((name, made, tuple(edges)))
+    return tuple(entries)
+
+
+# -- old torch: the engine call of torch.autograd.backward ------------------
+_watch_lock = threading.Lock()
+_watchers = 0
+_unwatched: Any = None  # torch's own function while the wrapper is on
+
+
+def watch_engine(pending: Callable[[], list]) -> None:
+    """Put the wrapper on (or count one more counter using it); ``pending()`` gives the dispatch modes to push."""
+    global _watchers, _unwatched
+    with _watch_lock:
+        _watchers += 1
+        if _watchers > 1:
+            return
+        original = _unwatched = torch.autograd._engine_run_backward
+
+        def _engine_run_backward(*args: Any, **kwargs: Any) -> Any:
+            modes = pending()
+            if not modes:
+                return original(*args, **kwargs)
+            # as when a function mode handles the call: the engine runs with the function modes set aside
+            # (else each op a dispatch mode calls from Python would reach them again) and the dispatch modes on
+            stashed = []
+            pushed = []
+            try:
+                while function_stack_len():
+                    stashed.append(pop_function())
+                for mode in modes:
+                    push_dispatch(mode)
+                    pushed.append(mode)
+                return original(*args, **kwargs)
+            finally:
+                for mode in reversed(pushed):
+                    pop_dispatch_if_top(mode)
+                for fmode in reversed(stashed):
+                    push_function(fmode)
+
+        torch.autograd._engine_run_backward = _engine_run_backward
+
+
+def unwatch_engine() -> None:
+    """One counter less; the last one puts torch's function back (unless something wrapped it since)."""
+    global _watchers, _unwatched
+    with _watch_lock:
+        _watchers = max(0, _watchers - 1)
+        if _watchers or _unwatched is None:
+            return
+        if getattr(torch.autograd._engine_run_backward, "__qualname__", "").startswith("watch_engine."):
+            torch.autograd._engine_run_backward = _unwatched
+        _unwatched = None
