@@ -92,6 +92,7 @@ _FUNCTION_MODE_SENSITIVE = (torch.nn.MultiheadAttention, torch.nn.TransformerEnc
 _ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
                     torch.memory_format, type(Ellipsis)})
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_Tensor, _Parameter = _PLAIN_TENSORS
 
 
 class _NoSignature(Exception):
@@ -116,15 +117,16 @@ def _signature(func: Any, args: tuple, kwargs: dict) -> tuple:
     append = key.append
     for value in args:
         t = type(value)
-        if t in _PLAIN_TENSORS:
+        if t is _Tensor or t is _Parameter:
             append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad))
         elif t in _ATOMS:
             append((t, value))
         else:
             append(_sig(value))
-    for name, value in kwargs.items():
-        append(name)
-        append(_sig(value))
+    if kwargs:
+        for name, value in kwargs.items():
+            append(name)
+            append(_sig(value))
     return tuple(key)
 
 
@@ -581,17 +583,10 @@ class FlopCounter:
 
     def _sum_replays(self) -> None:
         """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
-        replays = self._replays[:]  # the modes hold this list: emptied in place
-        del self._replays[:]
-        calls: dict[tuple[str, int], list[Any]] = {}
-        for path, trace in replays:
-            entry = calls.get((path, id(trace)))  # the log keeps each trace alive until this is done
-            if entry is None:
-                calls[(path, id(trace))] = [path, trace, 1]
-            else:
-                entry[2] += 1
+        calls = Counter(self._replays)  # a trace hashes by identity
+        del self._replays[:]  # the modes hold this list: emptied in place
         stacks, by_cat = self._stacks, self._by_category
-        for path, trace, n in calls.values():
+        for (path, trace), n in calls.items():
             for label, cats, total in trace.charges:
                 for cat, value in cats:
                     by_cat[cat] = by_cat.get(cat, 0) + value * n
@@ -763,14 +758,15 @@ class FlopCounter:
         by_module: dict[str, int] = dict.fromkeys(self._types, 0)
         by_op: dict[str, int] = {}
         stacks: dict[str, int] = {}
-        split_cache: dict[str, list[str]] = {}
         for (path, label), flops in self._stacks.items():
             stacks[f"{path};{label}" if path else label] = flops
             op = label.removesuffix(" (backward)")
             by_op[op] = by_op.get(op, 0) + flops
-            names = split_cache.get(path)
+            names = _PATH_NAMES.get(path)
             if names is None:
-                names = split_cache[path] = list(dict.fromkeys(path.split(";"))) if path else []
+                if len(_PATH_NAMES) > 100_000:
+                    _PATH_NAMES.clear()
+                names = _PATH_NAMES[path] = tuple(dict.fromkeys(path.split(";"))) if path else ()
             for name in names:
                 by_module[name] = by_module.get(name, 0) + flops
         types = dict(self._types)
@@ -806,6 +802,11 @@ class FlopCounter:
             computed=self._computed,
             extra={"collective_bytes": dict(self._collective_bytes)} if self._collective_bytes else {},
         )
+
+
+#: The module names in a module path, each once (a module calling itself is charged once): the same paths
+#: come back count after count.
+_PATH_NAMES: dict[str, tuple[str, ...]] = {}
 
 
 def _unseen_backward_modes() -> list[_Mode]:

@@ -26,7 +26,9 @@ it ends, on its thread.
 
 Module names and per-module caches hold modules weakly (a module made inside
 ``forward`` and freed never lends its name to the next object at its address);
-roots are kept alive for the tracker's lifetime.
+roots, and the modules of their trees when they were named, are kept alive for
+the tracker's lifetime (so their names are found by ``id`` without a weak
+reference made on every call).
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ class ModuleTracker:
     """Global module hooks that say which module runs, on which thread, for the subscribers."""
 
     def __init__(self, root: torch.nn.Module | None = None) -> None:
+        #: names of the modules met outside the roots' trees (made in ``forward``, say), held weakly
         self.names: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+        self._tree: dict[int, tuple[torch.nn.Module, str]] = {}  # the roots' trees, pinned: ids stay valid
         self.types: dict[str, str] = {}  # name -> class name, of every module that ran
         self.roots: dict[int, torch.nn.Module] = {}  # kept alive: ids stay valid while the tracker lives
         self.home = ThreadView(_get_ident(), threading.current_thread(), worker=False)
@@ -182,18 +186,30 @@ class ModuleTracker:
         name = base if n == 1 else f"{base}#{n}"
         prefix = "" if not self.roots else name + "."
         self.roots[id(module)] = module
-        names = self.names
-        for sub_name, sub in module.named_modules():
-            if sub_name and sub not in names:
-                self._set_name(sub, prefix + sub_name)
-        self._set_name(module, name)
+        tree, known, weak = self._tree, self._all_names, self.names if len(self.names) else None
+        seen = {id(module)}
+
+        def walk(parent: torch.nn.Module, at: str) -> None:  # named_modules' order: each module once, first name
+            for key, sub in parent._modules.items():
+                if sub is None or id(sub) in seen:
+                    continue
+                seen.add(id(sub))
+                sub_name = at + key
+                if id(sub) not in tree and not (weak and sub in weak):
+                    tree[id(sub)] = (sub, prefix + sub_name)
+                    known.add(prefix + sub_name)
+                walk(sub, sub_name + ".")
+
+        walk(module, "")
+        tree[id(module)] = (module, name)
+        known.add(name)
         return name
 
     def _add_worker_root(self, view: ThreadView, module: torch.nn.Module) -> str:
         """Name a worker thread's outermost module under the module the home thread is in."""
         parent = view.base_name
         own = "module" if getattr(module, "_is_replica", False) else type(module).__name__
-        root_names = {self.names.get(m) for m in self.roots.values()}
+        root_names = {self.name_of(m) for m in self.roots.values()}
         name = own if parent in root_names else f"{parent}.{own}"
         for sub_name, sub in module.named_modules():
             self._set_name(sub, f"{name}.{sub_name}" if sub_name else name)
@@ -208,6 +224,9 @@ class ModuleTracker:
         return name
 
     def name_of(self, module: torch.nn.Module, default: str = "") -> str:
+        entry = self._tree.get(id(module))
+        if entry is not None and entry[0] is module:
+            return entry[1]
         return self.names.get(module, default)
 
     def known_names(self) -> set[str]:
@@ -244,7 +263,8 @@ class ModuleTracker:
                     return
                 adopted = True
             view = found
-        name = self.names.get(module)
+        entry = self._tree.get(id(module))
+        name = entry[1] if entry is not None and entry[0] is module else self.names.get(module)
         if name is None:
             name = self._name(view, module)
         if name not in self.types:
