@@ -4,7 +4,10 @@
 attention through ``F.scaled_dot_product_attention`` (causal). Inference runs in eval
 mode under ``torch.no_grad()``; a training step is ``zero_grad``, forward, ``loss.backward()``.
 Ratios are medians of ABBA pairs (see ``_common.paired``), each tool against the same plain run. A first
-row per kind times do-nothing modes and module hooks where the counter has its own: the floor of the design.
+row per kind times do-nothing modes and module hooks where the counter has its own: the floor of the design
+(a TorchFunctionMode over the step and global module hooks; a training step's backward is replayed from its
+trace, with no dispatch mode). A last training row times a do-nothing TorchDispatchMode over the backward
+alone: what counting the backward op by op would cost before counting anything.
 """
 
 from __future__ import annotations
@@ -86,9 +89,10 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
             return mode.get_total_flops()
         return go
 
-    def floor(kind: str) -> Callable[[Any], Any]:
-        """What the design costs before it counts anything: do-nothing modes where the counter has its own
-        (a TorchFunctionMode over the forward, a TorchDispatchMode over the backward) and global module hooks."""
+    def floor(kind: str, dispatched_backward: bool = False) -> Callable[[Any], Any]:
+        """What the design costs before it counts anything: a do-nothing TorchFunctionMode where the counter has
+        its own (over the whole step) and global module hooks; or, with ``dispatched_backward``, the plain
+        forward and a do-nothing TorchDispatchMode over the backward."""
         from torch.nn.modules import module as hooks
         from torch.overrides import TorchFunctionMode
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -106,21 +110,20 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                 return func(*args, **(kwargs or {}))
 
         def go(_: Any) -> Any:
+            if dispatched_backward:
+                model.zero_grad(set_to_none=True)
+                loss = model(idx).float().mean()
+                with Ops():
+                    loss.backward()
+                return None
             handles = [hooks.register_module_forward_pre_hook(lambda m, a: None),
                        hooks.register_module_forward_hook(lambda m, a, o: None, always_call=True)]
             try:
-                if kind == "inference":
-                    with Functions():
-                        return inference()
-                model.zero_grad(set_to_none=True)
                 with Functions():
-                    loss = model(idx).float().mean()
-                with Ops():
-                    loss.backward()
+                    return inference() if kind == "inference" else training()
             finally:
                 for handle in handles:
                     handle.remove()
-            return None
         return go
 
     for kind, step in (("inference", inference), ("training", training)):
@@ -151,3 +154,8 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                  status(ratio <= VS_FCM_TARGET),
                  f"ratio of the two medians over plain; FLOPs {results['pytest-flops'][2]} vs "
                  f"{results['FlopCounterMode'][2]}"))
+        if kind == "training":
+            ratios, plains, times, _ = paired(lambda _: step(), floor(kind, dispatched_backward=True), reps)
+            emit(Row(NAME, "training do-nothing dispatch mode over the backward / plain", f"{median(ratios):.3f}x",
+                     "-", INFO, f"plain {fmt_ms(median(plains))}, with the mode {fmt_ms(median(times))}, n={reps}: "
+                     "what the replayed backward saves"))
