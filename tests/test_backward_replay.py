@@ -230,6 +230,24 @@ def test_retain_graph_runs_the_same_graph_twice():
     assert m.backward_flops == 2 * MM_4x8x8 + 8 * 8  # two products, and one add into the (8, 8) gradient
 
 
+def test_the_call_log_keeps_its_last_calls_and_older_graphs_are_dispatched(monkeypatch):
+    from pytest_flops.counting import backward
+
+    monkeypatch.setattr(backward, "CALL_LOG_LIMIT", 20)
+    torch.manual_seed(0)
+    model, idx = _GPT(layers=1), torch.randint(0, 64, (2, 16))
+    reference = _measure(lambda: model(idx).sum().backward(), False, model=model)
+    with FlopCounter(model=model) as c:
+        kept = model(idx).sum()  # its calls leave the log while the next forwards run
+        for _ in range(3):
+            model(idx).sum().backward()
+        kept.backward()
+    lane = next(iter(c._lanes.values()))
+    assert len(lane.log.starts) <= 20
+    assert c.measurement.backward_flops == 4 * reference.backward_flops
+    assert c.measurement.forward_flops == 4 * reference.forward_flops
+
+
 def test_a_graph_that_starts_outside_the_counter_is_dispatched(replays):
     torch.manual_seed(0)
     a, b, x = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False), torch.randn(4, 8)

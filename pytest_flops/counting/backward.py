@@ -86,16 +86,29 @@ def run_backward(root: torch.Tensor, retain_graph: Any) -> None:
                         accumulate_grad=True)
 
 
-class CallLog:
-    """The forward's function calls that made autograd nodes, on one thread: which call made a node."""
+#: How many calls a thread's log keeps (see :class:`CallLog`).
+CALL_LOG_LIMIT = 200_000
 
-    __slots__ = ("starts", "calls")
+
+class CallLog:
+    """The forward's function calls that made autograd nodes, on one thread: which call made a node.
+
+    It keeps the last ``limit`` calls: a counter around a long training loop does not grow without bound,
+    and a backward that reaches a node older than that gets no signature (it runs under the dispatch mode).
+    """
+
+    __slots__ = ("starts", "calls", "limit")
 
     def __init__(self) -> None:
         self.starts: list[int] = []  # the first sequence number of each call's nodes, increasing
         self.calls: list[tuple[int, int, Any, str]] = []  # (first, end, the call's trace or None, module path)
+        self.limit = CALL_LOG_LIMIT
 
     def add(self, first: int, end: int, trace: Any, path: str) -> None:
+        if len(self.starts) >= self.limit:
+            keep = self.limit // 2
+            del self.starts[:-keep]
+            del self.calls[:-keep]
         self.starts.append(first)
         self.calls.append((first, end, trace, path))
 
