@@ -14,11 +14,13 @@ __all__ = [
     "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
     "pop_dispatch", "function_stack_len", "function_stack_at", "push_function", "pop_function",
     "has_composite_kernel", "any_autocast", "DYNAMIC_TAGS", "engine_run_backward", "functorch_active",
+    "autograd_engine_call", "set_autograd_engine_call",
 ]
 
 #: The autograd node running now (None in forward): a backward op is charged to the module that created it.
 current_autograd_node = torch._C._current_autograd_node
-#: The sequence number the next autograd node made on this thread gets: the bounds of a module call's nodes.
+#: The sequence number the next autograd node made on this thread gets: the bounds of the nodes a module call
+#: or a function call makes (backward attribution; the backward replay of backward.py).
 sequence_nr = torch.autograd._get_sequence_nr
 #: How many dispatch modes this thread has pushed: to pop ours only when it is on top.
 dispatch_stack_len = torch._C._len_torch_dispatch_stack
@@ -41,6 +43,18 @@ any_autocast = torch._C._is_any_autocast_enabled
 #: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the
 #: counter runs a replayed backward through it with its function mode pushed (``backward.py``).
 engine_run_backward = getattr(torch.autograd.graph, "_engine_run_backward", None)
+#: ``torch.autograd``'s name for that call, which ``torch.autograd.backward`` looks up when it runs: on torch
+#: before 2.10, where no function mode sees that function, the counter wraps it while it counts.
+
+
+def autograd_engine_call() -> Any:
+    return torch.autograd._engine_run_backward  # type: ignore[attr-defined]
+
+
+def set_autograd_engine_call(fn: Any) -> None:
+    torch.autograd._engine_run_backward = fn  # type: ignore[attr-defined]
+
+
 #: Whether a functorch transform is active: ``backward()`` refuses to run inside one, so no replay either.
 functorch_active = torch._C._are_functorch_transforms_active
 #: Tags of ops whose output shape or value depends on tensor values: a call that ran one is never replayed.

@@ -46,8 +46,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._torch import (engine_run_backward, function_stack_len, functorch_active, pop_dispatch_if_top, pop_function,
-                     push_dispatch, push_function)
+from ._torch import (autograd_engine_call, engine_run_backward, function_stack_len, functorch_active,
+                     pop_dispatch_if_top, pop_function, push_dispatch, push_function, set_autograd_engine_call)
 
 __all__ = ["plain_backward_root", "graph_signature", "run_backward", "CallLog", "BACKWARD_SEEN", "watch_engine",
            "unwatch_engine"]
@@ -179,7 +179,7 @@ def watch_engine(pending: Callable[[], list]) -> None:
         _watchers += 1
         if _watchers > 1:
             return
-        original = _unwatched = torch.autograd._engine_run_backward
+        original = _unwatched = autograd_engine_call()
 
         def _engine_run_backward(*args: Any, **kwargs: Any) -> Any:
             modes = pending()
@@ -202,7 +202,7 @@ def watch_engine(pending: Callable[[], list]) -> None:
                 for fmode in reversed(stashed):
                     push_function(fmode)
 
-        torch.autograd._engine_run_backward = _engine_run_backward
+        set_autograd_engine_call(_engine_run_backward)
 
 
 def unwatch_engine() -> None:
@@ -212,6 +212,6 @@ def unwatch_engine() -> None:
         _watchers = max(0, _watchers - 1)
         if _watchers or _unwatched is None:
             return
-        if getattr(torch.autograd._engine_run_backward, "__qualname__", "").startswith("watch_engine."):
-            torch.autograd._engine_run_backward = _unwatched
+        if getattr(autograd_engine_call(), "__qualname__", "").startswith("watch_engine."):
+            set_autograd_engine_call(_unwatched)
         _unwatched = None
