@@ -18,6 +18,7 @@ from torch import nn
 
 from pytest_flops import FlopCounter
 from pytest_flops.counting.counter import FlopCounter as _Counter
+from pytest_flops.counting.registry import DEFAULT_REGISTRY
 from test_core import FIELDS, _GPT, _stacks_empty
 
 MM_4x8x8 = 2 * 4 * 8 * 8  # 512: one (4, 8) @ (8, 8) product
@@ -162,6 +163,29 @@ def test_python_code_in_the_backward_is_counted_on_every_run(kind, replays):
         assert fast.backward_flops == MM_4x8x8 * (2 if flag else 1), kind  # the weight's gradient (+ the hook)
     if kind != "custom Function":  # its node is made by a call the function mode does not see
         assert len(replays) >= 3, kind
+
+
+def test_a_fused_path_module_run_by_a_hook_is_counted_once():
+    """nn.TransformerEncoderLayer's subtree runs under the dispatch mode (see counter.py); run from a hook while
+    a backward is traced (already under that mode), it must not push the mode a second time."""
+    torch.manual_seed(0)
+    lin, x = nn.Linear(16, 16), torch.randn(2, 5, 16)
+    enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+    alone = _measure(lambda: enc(x), False)  # no grad needed: eval, the fused path under no_grad below
+
+    def hook(grad):
+        with torch.no_grad():
+            enc(grad)
+        return grad
+
+    def step():
+        lin.zero_grad(set_to_none=True)
+        y = lin(x)
+        y.register_hook(hook)
+        y.sum().backward()
+
+    m = _check(step, model=lin)
+    assert m.by_op["aten._transformer_encoder_layer_fwd"] == alone.flops > 0
 
 
 def test_a_module_backward_hook_that_runs_a_matmul_is_counted():
@@ -415,7 +439,9 @@ def test_a_compiled_model_counts_what_the_eager_one_counts():
         m(x).sum().backward()
 
     eager = _measure(lambda: step(model), False, model=model)
-    with FlopCounter(model=compiled) as c:  # one counter: each new one is a new object for dynamo's guards
+    # a registry of its own: dynamo guards on the counter's shared caches, large by now in this process
+    registry = DEFAULT_REGISTRY.child()
+    with FlopCounter(model=compiled, registry=registry) as c:  # one counter: a new one is a new object to guard
         for _ in range(2):  # the second backward replays
             step(compiled)
     got = c.measurement

@@ -278,6 +278,7 @@ class _FunctionMode(TorchFunctionMode):
 # -- module-event tokens ----------------------------------------------------
 _INSIDE = object()  # a module inside a module-formula module
 _SWITCHED = object()  # a module whose subtree runs under the dispatch mode (see _FUNCTION_MODE_SENSITIVE)
+_UNSHADOWED = object()  # the same, run while a backward is traced: only the function mode steps aside
 
 
 class FlopCounter:
@@ -450,6 +451,8 @@ class FlopCounter:
                 return entry
         if lane.function_mode is not None and isinstance(module, _FUNCTION_MODE_SENSITIVE) \
                 and pop_function_if_top(lane.function_mode):
+            if lane.dispatching:  # a backward being traced, already under the dispatch mode (a hook runs it)
+                return _UNSHADOWED
             push_dispatch(lane)
             return _SWITCHED
         return None
@@ -462,8 +465,9 @@ class FlopCounter:
         lane = self._lanes[view]
         if token is _INSIDE:
             lane.suppress -= 1
-        elif token is _SWITCHED:
-            pop_dispatch_if_top(lane)
+        elif token is _SWITCHED or token is _UNSHADOWED:
+            if token is _SWITCHED:
+                pop_dispatch_if_top(lane)
             if lane.suppress < _CLOSED:
                 push_function(lane.function_mode)
         elif lane.suppress < _CLOSED:
