@@ -166,6 +166,16 @@ def test_python_code_in_the_backward_is_counted_on_every_run(kind, replays):
         assert len(replays) >= 3, kind
 
 
+def _hooked_step(lin, x, hook):
+    """A step whose backward runs ``hook`` on the gradient of ``lin``'s output."""
+    def step():
+        lin.zero_grad(set_to_none=True)
+        y = lin(x)
+        y.register_hook(hook)
+        y.sum().backward()
+    return step
+
+
 def test_a_fused_path_module_run_by_a_hook_is_counted_once():
     """nn.TransformerEncoderLayer's subtree runs under the dispatch mode (see counter.py); run from a hook while
     a backward is traced (already under that mode), it must not push the mode a second time."""
@@ -179,11 +189,7 @@ def test_a_fused_path_module_run_by_a_hook_is_counted_once():
             enc(grad)
         return grad
 
-    def step():
-        lin.zero_grad(set_to_none=True)
-        y = lin(x)
-        y.register_hook(hook)
-        y.sum().backward()
+    step = _hooked_step(lin, x, hook)
 
     m = _check(step, model=lin)
     assert m.by_op["aten._transformer_encoder_layer_fwd"] == alone.flops > 0
@@ -350,11 +356,7 @@ def test_a_hook_that_raises_in_a_replayed_backward_leaves_no_mode(replays):
             raise ValueError("a bad hook")
         return grad
 
-    def step():
-        lin.zero_grad(set_to_none=True)
-        y = lin(x)
-        y.register_hook(hook)
-        y.sum().backward()
+    step = _hooked_step(lin, x, hook)
 
     _check(step, model=lin)
     assert replays
