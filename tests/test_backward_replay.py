@@ -279,6 +279,24 @@ def test_the_call_log_keeps_its_last_calls_and_older_graphs_are_dispatched(monke
     assert c.measurement.forward_flops == 4 * reference.forward_flops
 
 
+def test_a_graph_the_walk_cannot_read_is_dispatched(monkeypatch, replays):
+    from pytest_flops.counting import counter
+
+    def unreadable(*args):
+        raise RuntimeError("a node the walk cannot read")
+
+    monkeypatch.setattr(counter, "graph_signature", unreadable)
+    torch.manual_seed(0)
+    lin, x = nn.Linear(8, 8, bias=False), torch.randn(4, 8)
+
+    def step():
+        lin.zero_grad(set_to_none=True)
+        lin(x).sum().backward()
+
+    assert _check(step, model=lin).backward_flops == MM_4x8x8
+    assert not replays
+
+
 def test_a_graph_that_starts_outside_the_counter_is_dispatched(replays):
     torch.manual_seed(0)
     a, b, x = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False), torch.randn(4, 8)

@@ -524,7 +524,10 @@ class FlopCounter:
         sig = None
         if plain is not None:
             root, retain = plain
-            found = graph_signature(root, lane.log, lane.view.path, retain)
+            try:
+                found = graph_signature(root, lane.log, lane.view.path, retain)
+            except Exception:  # a node the walk cannot read: the backward runs as any call does
+                found = None
             sig = ("backward", found) if found is not None else None
         if sig is None:
             return self.probe(lane, func, args, kwargs, None)
