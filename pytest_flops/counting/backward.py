@@ -48,6 +48,7 @@ import torch
 
 from ._torch import (autograd_engine_call, engine_run_backward, function_stack_len, functorch_active,
                      pop_dispatch_if_top, pop_function, push_dispatch, push_function, set_autograd_engine_call)
+from .signature import PLAIN_TENSORS, value_key
 
 __all__ = ["plain_backward_root", "graph_signature", "run_backward", "CallLog", "BACKWARD_SEEN", "watch_engine",
            "unwatch_engine"]
@@ -55,7 +56,6 @@ __all__ = ["plain_backward_root", "graph_signature", "run_backward", "CallLog", 
 #: Whether a torch-function mode sees a direct call of ``torch.autograd.backward`` (torch 2.10 and later).
 BACKWARD_SEEN = "handle_torch_function" in getattr(torch.autograd.backward, "__code__", compile("", "", "exec")).co_names
 
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 _NAMES = ("self", "gradient", "retain_graph", "create_graph", "inputs")
 
 
@@ -69,7 +69,7 @@ def plain_backward_root(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any] |
             return None
         bound[name] = value
     root: Any = bound.get("self")
-    if type(root) not in _PLAIN_TENSORS or bound.get("gradient") is not None or bound.get("inputs") is not None \
+    if type(root) not in PLAIN_TENSORS or bound.get("gradient") is not None or bound.get("inputs") is not None \
             or bound.get("create_graph", False) is not False:
         return None
     if root.grad_fn is None or not root.dtype.is_floating_point or root.is_nested or root.numel() != 1 \
@@ -125,11 +125,11 @@ class CallLog:
 
 def _leaf(node: Any) -> tuple | None:
     var: Any = getattr(node, "variable", None)
-    if type(var) not in _PLAIN_TENSORS:
+    if type(var) not in PLAIN_TENSORS:
         return None
     grad = var.grad
     held = None if grad is None else (type(grad), grad.shape, grad.stride(), grad.dtype, grad.layout, grad.device)
-    return ("leaf", var.shape, var.stride(), var.dtype, var.device, held)
+    return ("leaf", value_key(var), held)
 
 
 def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: Any) -> tuple | None:
@@ -139,7 +139,7 @@ def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: A
     order: list[Any] = [first]
     entries: list[Any] = [path, bool(retain_graph), torch.is_anomaly_enabled(),
                           torch.are_deterministic_algorithms_enabled(),
-                          (root.shape, root.stride(), root.dtype, root.device)]
+                          value_key(root)]
     append = entries.append
     i = 0
     while i < len(order):

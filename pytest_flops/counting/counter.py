@@ -9,8 +9,9 @@ counter subscribes to its enter/exit events for module formulas.
 
 Speed (``fast_path=True``, the default): above the dispatch mode sits a
 ``TorchFunctionMode``. The first call of a function with a given signature
-(the function, the shapes, strides, dtypes, devices and ``requires_grad`` of
-its tensors, its other arguments, grad mode and autocast) runs with the
+(``signature.py``: the function, the shapes, strides, dtypes, devices and
+``requires_grad`` of its tensors, its other arguments, grad mode and
+autocast) runs with the
 dispatch mode pushed, and the counts its ops made are kept as the call's
 trace; a later call with the same signature runs without the dispatch mode
 and the trace is charged to the module running it. The counts are the aten
@@ -36,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
-from ._torch import (any_autocast, current_autograd_node, dispatch_stack_at, dispatch_stack_len, function_stack_at,
+from ._torch import (current_autograd_node, dispatch_stack_at, dispatch_stack_len, function_stack_at,
                      function_stack_len, pop_dispatch_if_top, pop_function_if_top, push_dispatch, push_function,
                      sequence_nr)
 from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_root, run_backward, unwatch_engine,
@@ -44,13 +45,13 @@ from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_r
 from .handlers import FormulaError, resolve
 from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
+from .signature import NoSignature, call_key
 from .tracker import Frame, ModuleTracker, ThreadView
 from ..units import OPS_CHOICES
 
 __all__ = ["FlopCounter", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES", "device_name"]
 
 _NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
-_grad_enabled = torch.is_grad_enabled
 _CLOSED = 1 << 30  # a closed counter's modes suppress everything: they may outlive it on a worker thread
 
 
@@ -89,47 +90,6 @@ _ALWAYS_PROBE = frozenset({torch.Tensor.backward, torch.autograd.backward, torch
 #: subtree runs under the dispatch mode, so the counted run takes the same path as the plain one.
 _FUNCTION_MODE_SENSITIVE = (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer,
                             torch.nn.TransformerEncoder)
-_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
-                    torch.memory_format, type(Ellipsis)})
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
-_Tensor, _Parameter = _PLAIN_TENSORS
-
-
-class _NoSignature(Exception):
-    """An argument the signature cannot describe: the call is not replayed."""
-
-
-def _sig(value: Any) -> Any:
-    t = type(value)
-    if t in _PLAIN_TENSORS:
-        return (value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
-    if t in _ATOMS:
-        return (t, value)
-    if t is tuple or t is list or t is torch.Size:
-        return (t, *map(_sig, value))
-    if t is slice:
-        return (slice, _sig(value.start), _sig(value.stop), _sig(value.step))
-    raise _NoSignature
-
-
-def _signature(func: Any, args: tuple, kwargs: dict) -> tuple:
-    key: list[Any] = [func, _grad_enabled(), any_autocast()]
-    append = key.append
-    for value in args:
-        t = type(value)
-        if t is _Tensor or t is _Parameter:
-            append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad))
-        elif t in _ATOMS:
-            append((t, value))
-        else:
-            append(_sig(value))
-    if kwargs:
-        for name, value in kwargs.items():
-            append(name)
-            append(_sig(value))
-    return tuple(key)
-
-
 def _classify(func: Any) -> int:
     try:
         if func is torch.Tensor.backward:
@@ -253,9 +213,9 @@ class _FunctionMode(TorchFunctionMode):
         key: Any = None
         if kind == _REPLAY:
             try:
-                key = _signature(func, args, kwargs)
+                key = call_key(func, args, kwargs)
                 trace = self.traces.get(key)
-            except (_NoSignature, TypeError, RuntimeError):  # RuntimeError: e.g. the shape of a nested tensor
+            except (NoSignature, TypeError, RuntimeError):  # RuntimeError: e.g. the shape of a nested tensor
                 key = trace = None
             if trace is not None:
                 path = lane.view.path

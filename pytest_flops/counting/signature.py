@@ -1,0 +1,63 @@
+"""The signature of a torch call: what a replayed call must share with the call that was traced.
+
+A call's signature is the function, grad mode and autocast, and a key of each
+argument: for a plain tensor its shape, strides, dtype, device and
+``requires_grad`` (its values never matter: a call whose ops depend on them is
+never replayed); for numbers, strings, dtypes, devices and the like the value;
+tuples, lists and slices element by element. Anything else (a tensor
+subclass, an arbitrary object) has no key: :class:`NoSignature`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._torch import any_autocast
+
+__all__ = ["PLAIN_TENSORS", "NoSignature", "value_key", "call_key"]
+
+#: The tensor types a key describes: a subclass may run other ops than its metadata says.
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_Tensor, _Parameter = PLAIN_TENSORS
+_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                    torch.memory_format, type(Ellipsis)})
+_grad_enabled = torch.is_grad_enabled
+
+
+class NoSignature(Exception):
+    """An argument the signature cannot describe: the call is not replayed."""
+
+
+def value_key(value: Any) -> Any:
+    """The key of one argument (see the module doc)."""
+    t = type(value)
+    if t in PLAIN_TENSORS:
+        return (value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
+    if t in _ATOMS:
+        return (t, value)
+    if t is tuple or t is list or t is torch.Size:
+        return (t, *map(value_key, value))
+    if t is slice:
+        return (slice, value_key(value.start), value_key(value.stop), value_key(value.step))
+    raise NoSignature
+
+
+def call_key(func: Any, args: tuple, kwargs: dict) -> tuple:
+    """The signature of ``func(*args, **kwargs)``: once per replayable call, so the common cases are inline."""
+    key: list[Any] = [func, _grad_enabled(), any_autocast()]
+    append = key.append
+    for value in args:
+        t = type(value)
+        if t is _Tensor or t is _Parameter:
+            append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad))
+        elif t in _ATOMS:
+            append((t, value))
+        else:
+            append(value_key(value))
+    if kwargs:
+        for name, value in kwargs.items():
+            append(name)
+            append(value_key(value))
+    return tuple(key)
