@@ -109,17 +109,39 @@ def _classify(func: Any) -> int:
 class _Trace:
     """What the ops of one probed function call counted, to charge again for calls of the same signature."""
 
-    __slots__ = ("charges", "uncounted", "devices", "ok", "live", "backward", "keyed")
+    __slots__ = ("charges", "uncounted", "devices", "ok", "live")
 
-    def __init__(self, backward: bool = False) -> None:
+    def __init__(self) -> None:
         self.charges: list[tuple[str, tuple[tuple[str, int], ...], int]] = []  # (label, by category, total)
-        self.backward = backward  # the trace of a whole backward pass (see backward.py): its charges are keyed
-        #: a backward's charges: ((module path, label), by category, total, whether a backward op)
-        self.keyed: list[tuple[tuple[str, str], tuple[tuple[str, int], ...], int, bool]] = []
         self.uncounted: list[str] = []
         self.devices: set[Any] = set()  # of the ops that charged
         self.ok = True  # False: something ran that a replay would not reproduce
         self.live = False  # it charged or noted something: a replay is logged
+
+    def note(self, key: tuple[str, str], cats: tuple[tuple[str, int], ...], total: int, backward: bool,
+             out: Any) -> None:
+        """An op of the traced call charged: the label alone (a replay charges the module running it then)."""
+        if backward:
+            self.ok = False  # a call that ran the backward: not replayed
+            return
+        self.charges.append((key[1], cats, total))
+        self.devices.update(_devices_of(out))
+
+
+class _BackwardTrace(_Trace):
+    """What a whole backward pass counted (see backward.py): each charge with its module path, forward or not."""
+
+    __slots__ = ("keyed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: ((module path, label), by category, total, whether a backward op)
+        self.keyed: list[tuple[tuple[str, str], tuple[tuple[str, int], ...], int, bool]] = []
+
+    def note(self, key: tuple[str, str], cats: tuple[tuple[str, int], ...], total: int, backward: bool,
+             out: Any) -> None:
+        self.keyed.append((key, cats, total, backward))
+        self.devices.update(_devices_of(out))
 
 
 #: Per registry: (its generation and the ops selection, handlers, function kinds, traces), shared by the
@@ -464,13 +486,14 @@ class FlopCounter:
         finally:
             pop_dispatch_if_top(lane)
             lane.trace = saved
-        kept = trace is not None and trace.ok and events == self._events
-        if trace is not None and kept:
+        if trace is not None and (not trace.ok or events != self._events):
+            trace = None  # not kept: a node it made gives its backward no signature
+        if trace is not None:
             trace.live = bool(trace.charges or trace.uncounted)
             self.traces[key] = trace
         end = sequence_nr()
-        if end != first:  # a node of a call that is not kept gives its backward no signature
-            lane.log.add(first, end, trace if kept else None, path)
+        if end != first:
+            lane.log.add(first, end, trace, path)
         return out
 
     def backward(self, lane: _Mode, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -499,7 +522,7 @@ class FlopCounter:
             if trace is not None:
                 run_backward(root, retain)
             else:
-                traced = _Trace(backward=True)
+                traced = _BackwardTrace()
                 saved, lane.trace = lane.trace, traced
                 events = self._events
                 push_dispatch(lane)
@@ -534,35 +557,25 @@ class FlopCounter:
         finally:
             lane.trace = saved
 
-    def _charge_backward(self, trace: _Trace) -> None:
-        stacks = self._stacks
+    def _charge_backward(self, trace: _BackwardTrace) -> None:
         with self._lock:
             for key, cats, total, backward in trace.keyed:
-                self._add_categories(cats)
-                if backward:
-                    self._backward += total
-                else:
-                    self._forward += total
-                stacks[key] = stacks.get(key, 0) + total
-            for name in trace.uncounted:
-                self._uncounted[name] += 1
-            self._devices.update(trace.devices)
+                self._book(key, cats, total, backward)
+            self._book_notes(trace, 1)
 
     def _sum_replays(self) -> None:
         """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
         calls = Counter(self._replays)  # a trace hashes by identity
         del self._replays[:]  # the modes hold this list: emptied in place
-        stacks, by_cat = self._stacks, self._by_category
         for (path, trace), n in calls.items():
             for label, cats, total in trace.charges:
-                for cat, value in cats:
-                    by_cat[cat] = by_cat.get(cat, 0) + value * n
-                self._forward += total * n
-                key = (path, label)
-                stacks[key] = stacks.get(key, 0) + total * n
-            for name in trace.uncounted:
-                self._uncounted[name] += n
-            self._devices.update(trace.devices)
+                self._book((path, label), cats, total, False, n)
+            self._book_notes(trace, n)
+
+    def _book_notes(self, trace: _Trace, times: int) -> None:
+        for name in trace.uncounted:
+            self._uncounted[name] += times
+        self._devices.update(trace.devices)
 
     def charge(self, lane: _Mode, label: str, category: str, flops: Any, out: Any) -> None:
         """Charge an op's FLOPs (an int, a ``{category: FLOPs}`` mapping or a :class:`Split`)."""
@@ -585,25 +598,26 @@ class FlopCounter:
                     self._forward += total
                     self._record_device(out)
                     return
-            self._add_categories(cats)
-            trace = lane.trace
             if node is None:
                 key = (lane.view.path, label)
-                self._forward += total
             else:
                 key = (self._tracker.backward_path(node), label + " (backward)")
-                self._backward += total
-            if trace is not None:
-                if trace.backward:
-                    trace.keyed.append((key, cats, total, node is not None))
-                    trace.devices.update(_devices_of(out))
-                elif node is None:
-                    trace.charges.append((label, cats, total))
-                    trace.devices.update(_devices_of(out))
-                else:
-                    trace.ok = False
-            self._stacks[key] = self._stacks.get(key, 0) + total
+            self._book(key, cats, total, node is not None)
+            if lane.trace is not None:
+                lane.trace.note(key, cats, total, node is not None, out)
             self._record_device(out)
+
+    def _book(self, key: tuple[str, str], cats: tuple[tuple[str, int], ...], total: int, backward: bool,
+              times: int = 1) -> None:
+        """Add one charge (``times`` over) to the totals, the categories and the stacks; the lock is held."""
+        by_cat = self._by_category
+        for cat, value in cats:
+            by_cat[cat] = by_cat.get(cat, 0) + value * times
+        if backward:
+            self._backward += total * times
+        else:
+            self._forward += total * times
+        self._stacks[key] = self._stacks.get(key, 0) + total * times
 
     def _add_categories(self, cats: Iterable[tuple[str, int]]) -> None:
         by_cat = self._by_category
