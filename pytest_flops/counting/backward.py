@@ -170,11 +170,12 @@ def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: A
 _watch_lock = threading.Lock()
 _watchers = 0
 _unwatched: Any = None  # torch's own function while the wrapper is on
+_wrapper: Any = None  # the wrapper, while it is on
 
 
 def watch_engine(pending: Callable[[], list]) -> None:
     """Put the wrapper on (or count one more counter using it); ``pending()`` gives the dispatch modes to push."""
-    global _watchers, _unwatched
+    global _watchers, _unwatched, _wrapper
     with _watch_lock:
         _watchers += 1
         if _watchers > 1:
@@ -202,16 +203,17 @@ def watch_engine(pending: Callable[[], list]) -> None:
                 for fmode in reversed(stashed):
                     push_function(fmode)
 
+        _wrapper = _engine_run_backward
         set_autograd_engine_call(_engine_run_backward)
 
 
 def unwatch_engine() -> None:
     """One counter less; the last one puts torch's function back (unless something wrapped it since)."""
-    global _watchers, _unwatched
+    global _watchers, _unwatched, _wrapper
     with _watch_lock:
-        _watchers = max(0, _watchers - 1)
-        if _watchers or _unwatched is None:
+        _watchers -= 1
+        if _watchers:
             return
-        if getattr(autograd_engine_call(), "__qualname__", "").startswith("watch_engine."):
+        if autograd_engine_call() is _wrapper:
             set_autograd_engine_call(_unwatched)
-        _unwatched = None
+        _unwatched = _wrapper = None

@@ -224,10 +224,8 @@ class ModuleTracker:
         return name
 
     def name_of(self, module: torch.nn.Module, default: str = "") -> str:
-        entry = self._tree.get(id(module))
-        if entry is not None and entry[0] is module:
-            return entry[1]
-        return self.names.get(module, default)
+        entry = self._tree.get(id(module))  # a pinned module: no other object has its id
+        return entry[1] if entry is not None else self.names.get(module, default)
 
     def known_names(self) -> set[str]:
         """Every module name given so far."""
@@ -263,8 +261,8 @@ class ModuleTracker:
                     return
                 adopted = True
             view = found
-        entry = self._tree.get(id(module))
-        name = entry[1] if entry is not None and entry[0] is module else self.names.get(module)
+        entry = self._tree.get(id(module))  # name_of, inline: this runs on every module call
+        name = entry[1] if entry is not None else self.names.get(module)
         if name is None:
             name = self._name(view, module)
         if name not in self.types:
