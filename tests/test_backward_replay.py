@@ -196,16 +196,28 @@ def test_a_fused_path_module_run_by_a_hook_is_counted_once():
 
 
 def test_a_module_backward_hook_that_runs_a_matmul_is_counted():
+    """As the hooks above, on and off in turns: the hook's product is counted on the steps it runs. (Its
+    nodes come from torch's BackwardHookFunction, made by no call the function mode sees: this backward is
+    dispatched, not replayed.)"""
     torch.manual_seed(0)
     model, x, eye = _Lin(), torch.randn(4, 8, requires_grad=True), torch.eye(8)
-    model.register_full_backward_hook(lambda mod, gin, gout: (gin[0] @ eye,))
+    hooked: list[bool] = []
+    model.register_full_backward_hook(lambda mod, gin, gout: (gin[0] @ eye,) if hooked else None)
 
     def step():
         model.zero_grad(set_to_none=True)
         model(x).sum().backward()
 
-    m = _check(step, model=model)
-    assert m.backward_flops == 3 * MM_4x8x8  # grad of x, grad of the weight, the hook's product
+    slow = {}
+    for flag in (True, False):
+        hooked[:] = [True] if flag else []
+        slow[flag] = _measure(step, False, model=model)
+    for flag in (True, False, True, False):
+        hooked[:] = [True] if flag else []
+        fast = _measure(step, True, model=model)
+        _same(fast, slow[flag])
+        # grad of x, grad of the weight (+ the hook's product)
+        assert fast.backward_flops == (3 if flag else 2) * MM_4x8x8
 
 
 @pytest.mark.filterwarnings("ignore:`torch.cpu.amp.autocast")  # torch 2.4's checkpoint
@@ -388,7 +400,9 @@ def test_a_hook_that_raises_in_a_replayed_backward_leaves_no_mode(replays):
 
 
 @pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
-def test_anomaly_mode_is_part_of_the_signature():
+def test_a_backward_under_anomaly_mode_counts_the_same():
+    """Anomaly mode's checks run no counted op; the graph signature keys on the mode all the same, so a
+    backward traced without it is not replayed under it."""
     torch.manual_seed(0)
     lin, x = nn.Linear(8, 8, bias=False), torch.randn(4, 8)
 
