@@ -59,6 +59,9 @@ def build(d: int = 256, heads: int = 4, layers: int = 6, seq: int = 64, vocab: i
 
 def run(quick: bool, emit: Callable[[Row], None]) -> None:
     import torch
+    from torch.nn.modules import module as hooks
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
     from pytest_flops import FlopCounter
@@ -89,33 +92,22 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
             return mode.get_total_flops()
         return go
 
-    def floor(kind: str, dispatched_backward: bool = False) -> Callable[[Any], Any]:
+    class Functions(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            return func(*args, **(kwargs or {}))
+
+    class Ops(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:  # as the counter's mode: no torch._dynamo wrapper
+            return False
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            return func(*args, **(kwargs or {}))
+
+    def floor(kind: str) -> Callable[[Any], Any]:
         """What the design costs before it counts anything: a do-nothing TorchFunctionMode where the counter has
-        its own (over the whole step) and global module hooks; or, with ``dispatched_backward``, the plain
-        forward and a do-nothing TorchDispatchMode over the backward."""
-        from torch.nn.modules import module as hooks
-        from torch.overrides import TorchFunctionMode
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        class Functions(TorchFunctionMode):
-            def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-                return func(*args, **(kwargs or {}))
-
-        class Ops(TorchDispatchMode):
-            @classmethod
-            def _should_skip_dynamo(cls) -> bool:  # as the counter's mode: no torch._dynamo wrapper
-                return False
-
-            def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-                return func(*args, **(kwargs or {}))
-
+        its own (over the whole step) and global module hooks."""
         def go(_: Any) -> Any:
-            if dispatched_backward:
-                model.zero_grad(set_to_none=True)
-                loss = model(idx).float().mean()
-                with Ops():
-                    loss.backward()
-                return None
             handles = [hooks.register_module_forward_pre_hook(lambda m, a: None),
                        hooks.register_module_forward_hook(lambda m, a, o: None, always_call=True)]
             try:
@@ -125,6 +117,13 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                 for handle in handles:
                     handle.remove()
         return go
+
+    def dispatched_backward(_: Any) -> Any:
+        """A plain forward, and a do-nothing TorchDispatchMode over the backward: what the replay saves."""
+        model.zero_grad(set_to_none=True)
+        loss = model(idx).float().mean()
+        with Ops():
+            loss.backward()
 
     for kind, step in (("inference", inference), ("training", training)):
         model.train(kind == "training")
@@ -155,7 +154,7 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                  f"ratio of the two medians over plain; FLOPs {results['pytest-flops'][2]} vs "
                  f"{results['FlopCounterMode'][2]}"))
         if kind == "training":
-            ratios, plains, times, _ = paired(lambda _: step(), floor(kind, dispatched_backward=True), reps)
+            ratios, plains, times, _ = paired(lambda _: step(), dispatched_backward, reps)
             emit(Row(NAME, "training do-nothing dispatch mode over the backward / plain", f"{median(ratios):.3f}x",
                      "-", INFO, f"plain {fmt_ms(median(plains))}, with the mode {fmt_ms(median(times))}, n={reps}: "
                      "what the replayed backward saves"))
