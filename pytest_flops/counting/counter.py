@@ -567,10 +567,17 @@ class FlopCounter:
         """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
         calls = Counter(self._replays)  # a trace hashes by identity
         del self._replays[:]  # the modes hold this list: emptied in place
-        for (path, trace), n in calls.items():
+        stacks, by_cat = self._stacks, self._by_category
+        forward = 0
+        for (path, trace), n in calls.items():  # _book, inline: this runs once per module path
             for label, cats, total in trace.charges:
-                self._book((path, label), cats, total, False, n)
+                for cat, value in cats:
+                    by_cat[cat] = by_cat.get(cat, 0) + value * n
+                forward += total * n
+                key = (path, label)
+                stacks[key] = stacks.get(key, 0) + total * n
             self._book_notes(trace, n)
+        self._forward += forward
 
     def _book_notes(self, trace: _Trace, times: int) -> None:
         for name in trace.uncounted:
@@ -739,15 +746,13 @@ class FlopCounter:
         by_module: dict[str, int] = dict.fromkeys(self._types, 0)
         by_op: dict[str, int] = {}
         stacks: dict[str, int] = {}
-        for (path, label), flops in self._stacks.items():
-            stacks[f"{path};{label}" if path else label] = flops
-            op = label.removesuffix(" (backward)")
+        for key, flops in self._stacks.items():
+            parts = _STACK_PARTS.get(key)
+            if parts is None:
+                parts = _stack_parts(key)
+            stack, op, names = parts
+            stacks[stack] = flops
             by_op[op] = by_op.get(op, 0) + flops
-            names = _PATH_NAMES.get(path)
-            if names is None:
-                if len(_PATH_NAMES) > 100_000:
-                    _PATH_NAMES.clear()
-                names = _PATH_NAMES[path] = tuple(dict.fromkeys(path.split(";"))) if path else ()
             for name in names:
                 by_module[name] = by_module.get(name, 0) + flops
         types = dict(self._types)
@@ -785,9 +790,18 @@ class FlopCounter:
         )
 
 
-#: The module names in a module path, each once (a module calling itself is charged once): the same paths
-#: come back count after count.
-_PATH_NAMES: dict[str, tuple[str, ...]] = {}
+#: Per (module path, op label) of a charge: its folded stack, its op, and the module names in the path, each
+#: once (a module calling itself is charged once): the same keys come back count after count.
+_STACK_PARTS: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+
+
+def _stack_parts(key: tuple[str, str]) -> tuple[str, str, tuple[str, ...]]:
+    if len(_STACK_PARTS) > 100_000:
+        _STACK_PARTS.clear()
+    path, label = key
+    parts = _STACK_PARTS[key] = (f"{path};{label}" if path else label, label.removesuffix(" (backward)"),
+                                 tuple(dict.fromkeys(path.split(";"))) if path else ())
+    return parts
 
 
 def _unseen_backward_modes() -> list[_Mode]:

@@ -45,19 +45,24 @@ def value_key(value: Any) -> Any:
 
 
 def call_key(func: Any, args: tuple, kwargs: dict) -> tuple:
-    """The signature of ``func(*args, **kwargs)``: once per replayable call, so the common cases are inline."""
-    key: list[Any] = [func, _grad_enabled(), any_autocast()]
+    """The signature of ``func(*args, **kwargs)``: once per replayable call, so the common cases are inline.
+
+    Keyword arguments add their names, as one tuple, after grad mode and autocast (where a positional
+    argument's key is never a tuple of strings), and their values after the positional ones.
+    """
+    if kwargs:
+        key: list[Any] = [func, _grad_enabled(), any_autocast(), tuple(kwargs)]
+        values: Any = (*args, *kwargs.values())
+    else:
+        key = [func, _grad_enabled(), any_autocast()]
+        values = args
     append = key.append
-    for value in args:
+    for value in values:
         t = type(value)
         if t is _Tensor or t is _Parameter:
             append((value.shape, value.stride(), value.dtype, value.device, value.requires_grad))
         elif t in _ATOMS:
             append((t, value))
         else:
-            append(value_key(value))
-    if kwargs:
-        for name, value in kwargs.items():
-            append(name)
             append(value_key(value))
     return tuple(key)

@@ -125,7 +125,7 @@ class ModuleTracker:
         self._views: dict[int, ThreadView] = {}  # worker threads by ident (the live ones)
         self._workers: list[ThreadView] = []  # every worker view, for backward attribution
         self._root_names: dict[str, int] = {}
-        self._all_names: set[str] = set()
+        self._known: set[str] | None = None  # every name given so far, made when asked for
         self._enter: list[Callable[..., Any]] = []
         self._exit: list[Callable[..., Any]] = []
         self._thread_enter: list[Callable[[ThreadView], None]] = []
@@ -177,7 +177,8 @@ class ModuleTracker:
     # -- naming -------------------------------------------------------------
     def _set_name(self, module: torch.nn.Module, name: str) -> None:
         self.names[module] = name
-        self._all_names.add(name)
+        if self._known is not None:
+            self._known.add(name)
 
     def _add_root(self, module: torch.nn.Module) -> str:
         base = type(module).__name__
@@ -186,23 +187,25 @@ class ModuleTracker:
         name = base if n == 1 else f"{base}#{n}"
         prefix = "" if not self.roots else name + "."
         self.roots[id(module)] = module
-        tree, known, weak = self._tree, self._all_names, self.names if len(self.names) else None
-        seen = {id(module)}
+        tree, weak = self._tree, self.names if len(self.names) else None
+        tree[id(module)] = (module, name)  # first: a module that holds the root is not walked into
+        seen: set[int] = set()  # modules named outside the trees, walked here for their children
 
         def walk(parent: torch.nn.Module, at: str) -> None:  # named_modules' order: each module once, first name
             for key, sub in parent._modules.items():
-                if sub is None or id(sub) in seen:
+                if sub is None or id(sub) in tree:  # named, with its subtree, already
                     continue
-                seen.add(id(sub))
                 sub_name = at + key
-                if id(sub) not in tree and not (weak and sub in weak):
+                if weak is not None and sub in weak:
+                    if id(sub) in seen:
+                        continue
+                    seen.add(id(sub))
+                else:
                     tree[id(sub)] = (sub, prefix + sub_name)
-                    known.add(prefix + sub_name)
                 walk(sub, sub_name + ".")
 
         walk(module, "")
-        tree[id(module)] = (module, name)
-        known.add(name)
+        self._known = None
         return name
 
     def _add_worker_root(self, view: ThreadView, module: torch.nn.Module) -> str:
@@ -228,8 +231,11 @@ class ModuleTracker:
         return entry[1] if entry is not None else self.names.get(module, default)
 
     def known_names(self) -> set[str]:
-        """Every module name given so far."""
-        return self._all_names
+        """Every name given so far to a module that is alive."""
+        if self._known is None:
+            self._known = {name for _, name in self._tree.values()}
+            self._known.update(self.names.values())
+        return self._known
 
     # -- threads ------------------------------------------------------------
     def _adopt(self, ident: int) -> ThreadView | None:
