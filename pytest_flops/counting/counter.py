@@ -149,6 +149,8 @@ class _BackwardTrace(_Trace):
 #: changes the generation and starts afresh; a registry that is freed takes its entry with it.
 _SHARED: "weakref.WeakKeyDictionary[Registry, dict[Any, tuple[dict, dict, dict]]]" = weakref.WeakKeyDictionary()
 _MAX_TRACES = 100_000
+#: Replayed calls logged before they are summed (at exit, or when the log reaches this length).
+_REPLAY_LOG_LIMIT = 100_000
 
 
 def _shared(registry: Registry, ops: str) -> tuple[dict, dict, dict]:
@@ -250,7 +252,10 @@ class _FunctionMode(TorchFunctionMode):
                 else:
                     out = func(*args, **kwargs)
                 if trace.live:
-                    self.replays.append((path, trace))
+                    replays = self.replays
+                    replays.append((path, trace))
+                    if len(replays) >= _REPLAY_LOG_LIMIT:
+                        self.counter.sum_replays()
                 return out
         elif kind == _BACKWARD:
             return self.counter.backward(lane, func, args, kwargs)
@@ -563,21 +568,27 @@ class FlopCounter:
                 self._book(key, cats, total, backward)
             self._book_notes(trace, 1)
 
-    def _sum_replays(self) -> None:
-        """Charge the logged replays: each distinct (module path, trace) once, times its number of calls."""
-        calls = Counter(self._replays)  # a trace hashes by identity
-        del self._replays[:]  # the modes hold this list: emptied in place
-        stacks, by_cat = self._stacks, self._by_category
-        forward = 0
-        for (path, trace), n in calls.items():  # _book, inline: this runs once per module path
-            for label, cats, total in trace.charges:
-                for cat, value in cats:
-                    by_cat[cat] = by_cat.get(cat, 0) + value * n
-                forward += total * n
-                key = (path, label)
-                stacks[key] = stacks.get(key, 0) + total * n
-            self._book_notes(trace, n)
-        self._forward += forward
+    def sum_replays(self) -> None:
+        """Charge the logged replays: each distinct (module path, trace) once, times its number of calls.
+
+        At exit, and from the function mode when the log is long (a counter around a long loop), while other
+        threads may append to it: what is summed is taken from its front, under the lock.
+        """
+        with self._lock:
+            n = len(self._replays)
+            calls = Counter(self._replays[:n])  # a trace hashes by identity
+            del self._replays[:n]  # the modes hold this list: emptied in place
+            stacks, by_cat = self._stacks, self._by_category
+            forward = 0
+            for (path, trace), times in calls.items():  # _book, inline: this runs once per module path
+                for label, cats, total in trace.charges:
+                    for cat, value in cats:
+                        by_cat[cat] = by_cat.get(cat, 0) + value * times
+                    forward += total * times
+                    key = (path, label)
+                    stacks[key] = stacks.get(key, 0) + total * times
+                self._book_notes(trace, times)
+            self._forward += forward
 
     def _book_notes(self, trace: _Trace, times: int) -> None:
         for name in trace.uncounted:
@@ -741,7 +752,7 @@ class FlopCounter:
         return totals[0], totals[1], out
 
     def _measure(self) -> Measurement:
-        self._sum_replays()
+        self.sum_replays()
         tracker = self._tracker
         by_module: dict[str, int] = dict.fromkeys(self._types, 0)
         by_op: dict[str, int] = {}

@@ -13,7 +13,8 @@ Backward attribution: each module call under grad records an interval of the
 autograd sequence numbers made inside it, with its parent interval; the node
 that runs a backward op carries its sequence number, so the innermost interval
 that holds it is found by one bisection and a walk up the parents (at most
-the nesting depth), never a scan of the history.
+the nesting depth), never a scan of the history. The history is bounded
+(:data:`INTERVAL_LIMIT`): a counter around a long loop does not grow with it.
 
 Threads: the thread that installs the tracker is its home. Another thread's
 module calls are tracked only while the home thread is inside a module, if
@@ -66,11 +67,22 @@ class Frame:
         self.token: Any = None  # what the enter subscriber returned
 
 
+#: Backward intervals a thread keeps: past this many, the oldest closed ones go, half of them at a time (a
+#: counter around a long training loop does not grow without bound). A node made by a call whose interval
+#: went (more than this many module calls before its backward ran, outside the call running now) is charged
+#: to no module; its FLOPs still count.
+INTERVAL_LIMIT = 200_000
+
+
 class ThreadView:
-    """The tracker's state for one thread: its stack of calls and its backward intervals."""
+    """The tracker's state for one thread: its stack of calls and its backward intervals.
+
+    Intervals are indexed from the first one this view made; ``dropped`` of them are gone from the front of
+    its lists (see :data:`INTERVAL_LIMIT`), never one that is open or after one that is.
+    """
 
     __slots__ = ("ident", "thread", "worker", "stack", "path", "base_path", "base_name",
-                 "starts", "ends", "paths", "parents", "open", "steps")
+                 "starts", "ends", "paths", "parents", "open", "steps", "dropped", "prune_at")
 
     def __init__(self, ident: int, thread: Any, worker: bool) -> None:
         self.ident = ident
@@ -83,12 +95,16 @@ class ThreadView:
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.paths: list[str] = []
-        self.parents: list[int] = []
+        self.parents: list[int] = []  # each interval's parent, by index (-1: none)
         self.open = -1  # the innermost open interval
         self.steps = 0  # intervals visited by lookups: the work backward attribution did
+        self.dropped = 0
+        self.prune_at = INTERVAL_LIMIT
 
     def push_interval(self, path: str) -> int:
-        index = len(self.starts)
+        if len(self.starts) >= self.prune_at:
+            self._prune()
+        index = self.dropped + len(self.starts)
         self.starts.append(sequence_nr())
         self.ends.append(_OPEN)
         self.paths.append(path)
@@ -97,18 +113,32 @@ class ThreadView:
         return index
 
     def close_interval(self, index: int) -> None:
-        self.ends[index] = sequence_nr()
-        self.open = self.parents[index]
+        i = index - self.dropped  # >= 0: an open interval is never dropped
+        self.ends[i] = sequence_nr()
+        self.open = self.parents[i]
+
+    def _prune(self) -> None:
+        """Drop the oldest intervals down to half the limit, but none from the outermost open one on."""
+        cut = len(self.starts) - INTERVAL_LIMIT // 2
+        i = self.open
+        while i >= 0:  # up the open calls (the nesting depth)
+            cut = min(cut, i - self.dropped)
+            i = self.parents[i - self.dropped]
+        if cut > 0:
+            for kept in (self.starts, self.ends, self.paths, self.parents):
+                del kept[:cut]
+            self.dropped += cut
+        self.prune_at = len(self.starts) + INTERVAL_LIMIT // 2
 
     def lookup(self, seq: int) -> str:
         """The path of the innermost call whose interval holds sequence number ``seq`` ("" if none)."""
         i = bisect.bisect_right(self.starts, seq) - 1
-        ends, parents = self.ends, self.parents
+        ends, parents, dropped = self.ends, self.parents, self.dropped
         while i >= 0:
             self.steps += 1
             if seq < ends[i]:
                 return self.paths[i]
-            i = parents[i]
+            i = parents[i] - dropped  # < 0: none, or one that was dropped
         return ""
 
 
@@ -319,6 +349,8 @@ class ModuleTracker:
                 path = view.lookup(seq)
                 if path:
                     break
+        if len(self._backward_cache) >= INTERVAL_LIMIT:
+            self._backward_cache.clear()
         self._backward_cache[seq] = path
         return path
 
