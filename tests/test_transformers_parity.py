@@ -104,3 +104,41 @@ def test_mixtral_experts_count_as_grouped_matmuls(no_fake_fallback: None) -> Non
     assert real.by_op["aten._grouped_mm"] == free.by_op["aten._grouped_mm"] == experts
     # FlopCounterMode has no _grouped_mm formula (and its meta run needs bf16): everything else agrees
     assert real.flops == free.flops == _torch_count(_on_meta(cls, config, torch.bfloat16), input_ids=ids) + experts
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("reentrant", [False, True], ids=["saved-tensor-hooks", "reentrant"])
+def test_gpt2_with_gradient_checkpointing_trains_replayed_and_counts_the_aten_path(reentrant: bool,
+                                                                                    monkeypatch) -> None:
+    """Activation (gradient) checkpointing recomputes each block as modules inside the backward: the backward
+    is still replayed from its trace after the first steps, and every step equals the aten-level count."""
+    from pytest_flops.counting.counter import FlopCounter as Counter
+
+    from test_core import FIELDS
+
+    replayed = []
+    charge = Counter._charge_backward
+    monkeypatch.setattr(Counter, "_charge_backward", lambda self, trace: (replayed.append(1), charge(self, trace)))
+    cls, config = gpt2()
+    torch.manual_seed(0)
+    model = cls(config).train()
+    options = {"use_reentrant": reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):  # the newer name (gradient_... is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    ids = torch.randint(0, 256, (1, 16))
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids, labels=ids).loss.backward()
+
+    for _ in range(4):
+        with Counter(model=model, fast_path=False) as slow:
+            step()
+        with Counter(model=model) as fast:
+            step()
+        for field in FIELDS:
+            assert getattr(fast.measurement, field) == getattr(slow.measurement, field), field
+    assert fast.measurement.backward_flops > 2 * fast.measurement.forward_flops  # the recomputation
+    assert len(replayed) >= 2

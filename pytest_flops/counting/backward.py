@@ -14,15 +14,21 @@ which stands for the function and the metadata of its arguments, and the
 module path it ran in), its place among that call's nodes, and its edges by
 their index in the walk. An ``AccumulateGrad`` node is described by its leaf
 and the leaf's current ``.grad`` (none, or its metadata: ``+=`` runs ops that
-a first gradient does not). Global switches that change the ops (anomaly
-mode, deterministic algorithms) are part of it. A node made by no call the
-counter saw (before the count, in a module with a module formula, on another
-thread) gives no signature, and the backward runs under the dispatch mode.
+a first gradient does not). A custom ``autograd.Function``'s node (made by
+``Function.apply``, which no function mode sees) is described by its
+Function: its backward is Python. Global switches that change the ops
+(anomaly mode, deterministic algorithms) are part of it. A node made by no
+call the counter saw (before the count, in a module with a module formula,
+on another thread) gives no signature, and the backward runs under the
+dispatch mode.
 
 Python code the backward runs (tensor and module hooks, a custom Function's
-``backward``, a checkpoint's recomputation) is not part of the trace: the
-counter's function mode stays pushed through the backward, and each torch
-call such code makes is counted as it runs, under the dispatch mode.
+``backward``, a checkpoint's recomputation, modules included) is not part of
+the trace: the counter's function mode stays pushed through the backward,
+and each torch call such code makes is counted as it runs, under the dispatch
+mode. Only what would be counted both as it runs and in the trace (a module
+formula's charge, or a fused-path module's ops, in a backward being traced)
+keeps a trace from being stored.
 
 Only ``loss.backward()`` of a real floating scalar with no ``gradient``, no
 ``inputs`` and ``create_graph=False`` takes this path; anything else
@@ -47,7 +53,7 @@ from typing import Any, Callable
 import torch
 
 from ._torch import (autograd_engine_call, engine_run_backward, function_stack_len, functorch_active,
-                     pop_dispatch_if_top, pop_function, push_dispatch, push_function, set_autograd_engine_call)
+                     pop_function, push_function, set_autograd_engine_call)
 from .signature import PLAIN_TENSORS, value_key
 
 __all__ = ["plain_backward_root", "graph_signature", "run_backward", "CallLog", "BACKWARD_SEEN", "watch_engine",
@@ -132,6 +138,13 @@ def _leaf(node: Any) -> tuple | None:
     return ("leaf", value_key(var), held)
 
 
+def _python_function(node: Any) -> tuple | None:
+    """A custom ``autograd.Function``'s node (``Function.apply`` is no call a function mode sees): described
+    by its Function. Its backward is Python, whose torch calls are counted as they run."""
+    cls = getattr(node, "_forward_cls", None)
+    return None if cls is None else ("function", cls)
+
+
 def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: Any) -> tuple | None:
     """The signature of the backward from ``root`` (see the module doc), or None if it has none."""
     first: Any = root.grad_fn
@@ -148,7 +161,7 @@ def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: A
         name = node.name()
         made = log.find(node._sequence_nr())
         if made is None:
-            made = _leaf(node) if name.endswith("AccumulateGrad") else None
+            made = _leaf(node) if name.endswith("AccumulateGrad") else _python_function(node)
             if made is None:
                 return None
         edges: list[int] = []
@@ -173,8 +186,10 @@ _unwatched: Any = None  # torch's own function while the wrapper is on
 _wrapper: Any = None  # the wrapper, while it is on
 
 
-def watch_engine(pending: Callable[[], list]) -> None:
-    """Put the wrapper on (or count one more counter using it); ``pending()`` gives the dispatch modes to push."""
+def watch_engine(scope: Callable[[], Any]) -> None:
+    """Put the wrapper on (or count one more counter using it). ``scope()``, called on the calling thread as
+    the engine call starts, gives the context manager the engine runs in (the dispatch modes it pushes), or
+    None when no counter there needs one."""
     global _watchers, _unwatched, _wrapper
     with _watch_lock:
         _watchers += 1
@@ -183,23 +198,18 @@ def watch_engine(pending: Callable[[], list]) -> None:
         original = _unwatched = autograd_engine_call()
 
         def _engine_run_backward(*args: Any, **kwargs: Any) -> Any:
-            modes = pending()
-            if not modes:
+            entered = scope()
+            if entered is None:
                 return original(*args, **kwargs)
             # as when a function mode handles the call: the engine runs with the function modes set aside
             # (else each op a dispatch mode calls from Python would reach them again) and the dispatch modes on
             stashed = []
-            pushed = []
             try:
                 while function_stack_len():
                     stashed.append(pop_function())
-                for mode in modes:
-                    push_dispatch(mode)
-                    pushed.append(mode)
-                return original(*args, **kwargs)
+                with entered:
+                    return original(*args, **kwargs)
             finally:
-                for mode in reversed(pushed):
-                    pop_dispatch_if_top(mode)
                 for fmode in reversed(stashed):
                     push_function(fmode)
 

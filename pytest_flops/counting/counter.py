@@ -320,6 +320,9 @@ class FlopCounter:
         self._forward = 0
         self._backward = 0
         self._events = 0  # module calls seen: a probe during which one ran is not replayed
+        #: module calls whose charges a backward's trace would hold although they are counted as they run (a
+        #: module formula's, a switched subtree's ops): a traced backward during which one ran is not kept
+        self._untraceable = 0
         self._replays: list[tuple[str, _Trace]] = []  # (module path, trace) of each replayed call, summed at exit
         self._lanes: dict[ThreadView, _Mode] = {}
         self._tracker: Any = None  # the module tracker, from __enter__ on
@@ -340,7 +343,7 @@ class FlopCounter:
                 self._memory.__enter__()
             self._push(home)
             if self._fast_path and not BACKWARD_SEEN:
-                watch_engine(_unseen_backward_modes)
+                watch_engine(_DirectBackward.scope)
         except BaseException:
             tracker.remove()
             if self._memory is not None:
@@ -435,10 +438,12 @@ class FlopCounter:
             entry = self._module_formula(type(module))
             if entry is not None:
                 lane.suppress = 1
+                self._untraceable += 1
                 return entry
         if lane.function_mode is not None and isinstance(module, _FUNCTION_MODE_SENSITIVE) \
                 and pop_function_if_top(lane.function_mode):
             if lane.dispatching:  # a backward being traced, already under the dispatch mode (a hook runs it)
+                self._untraceable += 1
                 return _UNSHADOWED
             push_dispatch(lane)
             return _SWITCHED
@@ -529,8 +534,8 @@ class FlopCounter:
             else:
                 traced = _BackwardTrace()
                 saved, lane.trace = lane.trace, traced
-                events = self._events
-                push_dispatch(lane)
+                untraceable = self._untraceable  # modules that run in the backward (checkpointing) are not
+                push_dispatch(lane)                # part of its trace: their calls are counted as they run
                 lane.dispatching = True
                 try:
                     run_backward(root, retain)
@@ -538,7 +543,7 @@ class FlopCounter:
                     lane.dispatching = False
                     pop_dispatch_if_top(lane)
                     lane.trace = saved
-                if traced.ok and events == self._events:
+                if traced.ok and untraceable == self._untraceable:
                     self.traces[sig] = traced
         finally:
             pop_function_if_top(fmode)
@@ -815,15 +820,44 @@ def _stack_parts(key: tuple[str, str]) -> tuple[str, str, tuple[str, ...]]:
     return parts
 
 
-def _unseen_backward_modes() -> list[_Mode]:
-    """The dispatch modes of the counters whose function mode is on this thread's stack and whose dispatch mode
-    is not: what a direct ``torch.autograd.backward`` call must run under on torch before 2.10 (backward.py)."""
-    n = function_stack_len()
-    if not n:
-        return []
-    on = {id(dispatch_stack_at(i)) for i in range(dispatch_stack_len())}
-    modes = (function_stack_at(i) for i in range(n))
-    return [m.lane for m in modes if isinstance(m, _FunctionMode) and id(m.lane) not in on]
+class _DirectBackward:
+    """What a direct ``torch.autograd.backward`` call runs under on torch before 2.10 (``backward.py``): the
+    dispatch mode of each counter whose function mode is on this thread's stack, unless it is on already. A
+    counter that is running a backward (this one is nested in its Python code: a reentrant checkpoint's) sets
+    its trace aside, as ``backward_call`` does: the nested backward is counted as it runs, never replayed."""
+
+    def __init__(self, lanes: list[_Mode], on: set[int]) -> None:
+        self.lanes = lanes
+        self.on = on
+        self.saved: list[Any] = []
+        self.pushed: list[_Mode] = []
+
+    @classmethod
+    def scope(cls) -> "_DirectBackward | None":
+        n = function_stack_len()
+        if not n:
+            return None
+        modes = (function_stack_at(i) for i in range(n))
+        lanes = [m.lane for m in modes if isinstance(m, _FunctionMode)]
+        on = {id(dispatch_stack_at(i)) for i in range(dispatch_stack_len())}
+        if not any(lane.backward or id(lane) not in on for lane in lanes):
+            return None
+        return cls(lanes, on)
+
+    def __enter__(self) -> None:
+        for lane in self.lanes:
+            self.saved.append(lane.trace)
+            if lane.backward:
+                lane.trace = None
+            if id(lane) not in self.on:
+                push_dispatch(lane)
+                self.pushed.append(lane)
+
+    def __exit__(self, *exc: Any) -> None:
+        for lane in reversed(self.pushed):
+            pop_dispatch_if_top(lane)
+        for lane, trace in zip(self.lanes, self.saved):
+            lane.trace = trace
 
 
 def _devices_of(out: Any) -> tuple[Any, ...]:
