@@ -69,8 +69,8 @@ class Frame:
 
 #: Backward intervals a thread keeps: past this many, the oldest closed ones go, half of them at a time (a
 #: counter around a long training loop does not grow without bound). A node made by a call whose interval
-#: went (more than this many module calls before its backward ran, outside the call running now) is charged
-#: to no module; its FLOPs still count.
+#: went (at least half this many module calls before its backward ran, and outside the call running now) is
+#: charged to no module; its FLOPs still count.
 INTERVAL_LIMIT = 200_000
 
 
