@@ -17,7 +17,7 @@ from pytest_flops import FlopCounter
 from pytest_flops.counting import backward, counter, tracker
 from test_core import FIELDS, _GPT, _stacks_empty
 
-STEPS = 40
+STEPS = 12
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_a_long_loop_keeps_bounded_logs_and_counts_what_unbounded_ones_count(mon
     home, calls = c._tracker.home, len(unbounded._tracker.home.starts)
     assert calls == (STEPS * 26 if train else 0)  # 26 module calls a step, under grad only when training
     assert len(home.starts) <= 64 and home.dropped + len(home.starts) == calls
-    assert unbounded.longest_log > 16 * 10 and c.longest_log < 16
+    assert unbounded.longest_log > 16 * 4 and c.longest_log < 16
 
 
 def test_a_backward_reaching_past_the_interval_limit_still_counts_its_flops(monkeypatch):
