@@ -43,15 +43,16 @@ any_autocast = torch._C._is_any_autocast_enabled
 #: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the
 #: counter runs a replayed backward through it with its function mode pushed (``backward.py``).
 engine_run_backward = getattr(torch.autograd.graph, "_engine_run_backward", None)
-#: ``torch.autograd``'s name for that call, which ``torch.autograd.backward`` looks up when it runs: on torch
-#: before 2.10, where no function mode sees that function, the counter wraps it while it counts.
 
 
 def autograd_engine_call() -> Any:
+    """``torch.autograd``'s name for that call, which ``torch.autograd.backward`` looks up when it runs: on torch
+    before 2.10, where no function mode sees that function, the counter wraps it while it counts."""
     return torch.autograd._engine_run_backward  # type: ignore[attr-defined]
 
 
 def set_autograd_engine_call(fn: Any) -> None:
+    """Put ``fn`` (the counter's wrapper, or torch's own function back) under that name."""
     torch.autograd._engine_run_backward = fn  # type: ignore[attr-defined]
 
 
