@@ -583,17 +583,10 @@ class FlopCounter:
             n = len(self._replays)
             calls = Counter(self._replays[:n])  # a trace hashes by identity
             del self._replays[:n]  # the modes hold this list: emptied in place
-            stacks, by_cat = self._stacks, self._by_category
-            forward = 0
-            for (path, trace), times in calls.items():  # _book, inline: this runs once per module path
+            for (path, trace), times in calls.items():
                 for label, cats, total in trace.charges:
-                    for cat, value in cats:
-                        by_cat[cat] = by_cat.get(cat, 0) + value * times
-                    forward += total * times
-                    key = (path, label)
-                    stacks[key] = stacks.get(key, 0) + total * times
+                    self._book((path, label), cats, total, False, times)
                 self._book_notes(trace, times)
-            self._forward += forward
 
     def _book_notes(self, trace: _Trace, times: int) -> None:
         for name in trace.uncounted:
