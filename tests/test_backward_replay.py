@@ -485,9 +485,11 @@ def test_a_hook_that_raises_in_a_replayed_backward_leaves_no_mode(replays):
 
 
 @pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
-def test_a_backward_under_anomaly_mode_counts_the_same():
+@pytest.mark.parametrize("check_nan", [False, True])
+def test_a_backward_under_anomaly_mode_counts_the_same(replays, check_nan):
     """Anomaly mode's checks run no counted op; the graph signature keys on the mode all the same, so a
-    backward traced without it is not replayed under it."""
+    backward traced without it is not replayed under it. Its NaN checks read tensor values (a data-dependent
+    op): such a backward is never kept, and runs under the dispatch mode each time."""
     torch.manual_seed(0)
     lin, x = nn.Linear(8, 8, bias=False), torch.randn(4, 8)
 
@@ -495,10 +497,13 @@ def test_a_backward_under_anomaly_mode_counts_the_same():
         lin.zero_grad(set_to_none=True)
         lin(x).sum().backward()
 
-    plain = _check(step, model=lin)
-    with torch.autograd.detect_anomaly(check_nan=True):
-        checked = _check(step, model=lin)
+    plain = _check(step, runs=3, model=lin)
+    before = len(replays)
+    with torch.autograd.detect_anomaly(check_nan=check_nan):
+        checked = _check(step, runs=3, model=lin)
     assert plain.flops == checked.flops == 2 * MM_4x8x8
+    # without NaN checks, the first of the three is traced afresh, under the mode, and the other two replay
+    assert len(replays) - before == (0 if check_nan else 2)
 
 
 def test_memory_measurement_dispatches_every_backward(replays):

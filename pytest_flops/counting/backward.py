@@ -17,10 +17,10 @@ and the leaf's current ``.grad`` (none, or its metadata: ``+=`` runs ops that
 a first gradient does not). A custom ``autograd.Function``'s node (made by
 ``Function.apply``, which no function mode sees) is described by its
 Function: its backward is Python. Global switches that change the ops
-(anomaly mode, deterministic algorithms) are part of it. A node made by no
-call the counter saw (before the count, in a module with a module formula,
-on another thread) gives no signature, and the backward runs under the
-dispatch mode.
+(anomaly mode and its NaN checks, deterministic algorithms) are part of it.
+A node made by no call the counter saw (before the count, in a module with a
+module formula, on another thread) gives no signature, and the backward runs
+under the dispatch mode.
 
 Python code the backward runs (tensor and module hooks, a custom Function's
 ``backward``, a checkpoint's recomputation, modules included) is not part of
@@ -151,7 +151,7 @@ def graph_signature(root: torch.Tensor, log: CallLog, path: str, retain_graph: A
     index = {first: 0}
     order: list[Any] = [first]
     entries: list[Any] = [path, bool(retain_graph), torch.is_anomaly_enabled(),
-                          torch.are_deterministic_algorithms_enabled(),
+                          torch.is_anomaly_check_nan_enabled(), torch.are_deterministic_algorithms_enabled(),
                           value_key(root)]
     append = entries.append
     i = 0
