@@ -45,13 +45,15 @@ from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_r
 from .handlers import FormulaError, resolve
 from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
-from .signature import NoSignature, call_key
+from .signature import PLAIN_TENSORS, NoSignature, call_key
 from .tracker import Frame, ModuleTracker, ThreadView
+from .zero_calls import ZERO_CALLS, free_under
 from ..units import OPS_CHOICES
 
 __all__ = ["FlopCounter", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES", "device_name"]
 
 _NOT_MATMUL_BUILTIN = frozenset({"norm", "softmax", "pointwise", "reduction", "pooling", "upsample"})
+_grad_enabled = torch.is_grad_enabled
 _CLOSED = 1 << 30  # a closed counter's modes suppress everything: they may outlive it on a worker thread
 
 
@@ -73,7 +75,7 @@ class ComputeFreeError(RuntimeError):
 
 
 # -- the function level: signatures and traces ------------------------------
-_PASS, _REPLAY, _PROBE, _BACKWARD = 0, 1, 2, 3
+_PASS, _REPLAY, _PROBE, _BACKWARD, _FREE = 0, 1, 2, 3, 4
 #: Tensor attributes read without any op: a mode's view of them is the plain call.
 _METADATA_ATTRS = frozenset({
     "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "ndim", "layout", "is_cuda", "is_cpu",
@@ -90,7 +92,11 @@ _ALWAYS_PROBE = frozenset({torch.Tensor.backward, torch.autograd.backward, torch
 #: subtree runs under the dispatch mode, so the counted run takes the same path as the plain one.
 _FUNCTION_MODE_SENSITIVE = (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer,
                             torch.nn.TransformerEncoder)
-def _classify(func: Any) -> int:
+#: Argument types that leave a function's ops as they are (``types`` of ``__torch_function__``).
+_PLAIN_TYPES = frozenset(PLAIN_TENSORS)
+
+
+def _classify(func: Any, counter: "FlopCounter") -> int:
     try:
         if func is torch.Tensor.backward:
             return _BACKWARD
@@ -98,6 +104,8 @@ def _classify(func: Any) -> int:
             return _PROBE
         if func in _METADATA_FUNCS:
             return _PASS
+        if func in ZERO_CALLS and free_under(func, counter.handler):
+            return _FREE
     except TypeError:  # an unhashable callable
         return _PROBE
     if getattr(func, "__name__", None) == "__get__":
@@ -229,11 +237,15 @@ class _FunctionMode(TorchFunctionMode):
             return func(*args, **kwargs)
         kind = self.kinds.get(func)
         if kind is None:
-            kind = self.kinds[func] = _classify(func)
+            kind = self.kinds[func] = _classify(func, self.counter)
         if kind == _PASS:
             return func(*args, **kwargs)
         if lane.backward:
             return self.counter.backward_call(lane, func, args, kwargs)
+        if kind == _FREE:  # see zero_calls.py
+            if not _grad_enabled() and _PLAIN_TYPES.issuperset(types):
+                return func(*args, **kwargs)
+            kind = _REPLAY
         key: Any = None
         if kind == _REPLAY:
             try:
@@ -482,6 +494,11 @@ class FlopCounter:
     def resolve(self, func: Any) -> Any:
         handler = self.handlers[func] = resolve(func, self.registry, self._selected)
         return handler
+
+    def handler(self, func: Any) -> Any:
+        """The handler of op overload ``func``."""
+        handler = self.handlers.get(func)
+        return handler if handler is not None else self.resolve(func)
 
     def probe(self, lane: _Mode, func: Any, args: tuple, kwargs: dict, key: Any) -> Any:
         """Run one function call under the dispatch mode; keep its trace under ``key`` if it can be replayed."""

@@ -22,7 +22,8 @@ ZERO_COST_ATEN = (
     "slice", "select", "narrow", "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes",
     "chunk", "unbind", "diagonal", "movedim", "unfold", "view_as_real", "view_as_complex", "_conj", "conj",
     "resolve_conj", "resolve_neg", "_neg_view", "real", "imag", "pixel_shuffle", "pixel_unshuffle",
-    "channel_shuffle", "native_channel_shuffle", "im2col", "col2im",
+    "channel_shuffle", "native_channel_shuffle", "im2col", "col2im", "_mkldnn_reshape", "_mkldnn_transpose",
+    "_mkldnn_transpose_",
     # copies, layout and type changes
     "clone", "copy_", "_copy_from", "_copy_from_and_resize", "_to_copy", "to", "contiguous", "_pin_memory",
     "_unsafe_index", "_unsafe_index_put", "cat", "stack", "hstack", "vstack", "concat", "concatenate",
