@@ -142,3 +142,46 @@ def test_gpt2_with_gradient_checkpointing_trains_replayed_and_counts_the_aten_pa
             assert getattr(fast.measurement, field) == getattr(slow.measurement, field), field
     assert fast.measurement.backward_flops > 2 * fast.measurement.forward_flops  # the recomputation
     assert len(replayed) >= 2
+
+
+def _t5() -> tuple[type, object]:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration, T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                num_heads=4, decoder_start_token_id=0)
+
+
+def _bert() -> tuple[type, object]:
+    from transformers import BertConfig, BertModel
+
+    return BertModel, BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("ops", ["matmul", "all"])
+@pytest.mark.parametrize("build", [gpt2, _t5, _bert, mixtral], ids=["gpt2", "t5", "bert", "mixtral"])
+def test_inference_under_no_grad_counts_the_aten_path_field_by_field(build, ops: str) -> None:
+    """Under no_grad the function layer calls free functions directly (zero_calls.py) and replays the rest:
+    a first count (probing), a second (replaying) and the aten-level path agree on every field."""
+    from pytest_flops.counting.counter import FlopCounter as Counter
+    from pytest_flops.counting.registry import DEFAULT_REGISTRY
+
+    from test_core import FIELDS
+
+    cls, config = build()
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.randint(0, 128, (2, 12))
+    inputs = {"input_ids": ids, "decoder_input_ids": ids[:, :5]} if build is _t5 else {"input_ids": ids}
+    registry = DEFAULT_REGISTRY.child()  # fresh traces: the first count probes every call
+    found = []
+    with torch.no_grad():
+        for fast in (True, True, False):
+            with Counter(ops, model=model, fast_path=fast, registry=registry) as counter:
+                model(**inputs)
+            found.append(counter.measurement)
+    for field in FIELDS:
+        assert getattr(found[0], field) == getattr(found[2], field), field
+        assert getattr(found[1], field) == getattr(found[2], field), field
+    assert found[2].flops > 0

@@ -72,11 +72,12 @@ def _calls(x):
             return x
 
     ids = torch.tensor([[0, 1], [1, 0]], device=x.device)
-    last = (6,) if x.is_nested else x.shape[-1:]
+    shape = (2, 4, 6) if x.is_nested else tuple(x.shape)
+    last = shape[-1:]
     T = torch.Tensor
     return [
         (T.view, (x, -1), {}), (T.view, (x, x.dtype), {}), (T.reshape, (x, -1), {}),
-        (torch.reshape, (x, (x.shape[0] if x.dim() and not x.is_nested else 1, -1)), {}),
+        (torch.reshape, (x, (shape[0] if shape else 1, -1)), {}),
         (T.flatten, (x,), {}), (torch.flatten, (x, 1), {}),
         (T.permute, (x, *reversed(range(x.dim()))), {}), (torch.permute, (x, tuple(range(x.dim()))), {}),
         (T.transpose, (x, 0, -1), {}), (torch.transpose, (x, 0, 1), {}),
@@ -92,6 +93,17 @@ def _calls(x):
         (T.add, (x, x), {}), (T.add, (x, x), {"alpha": 2}), (torch.add, (x, 1), {}),
         (T.__add__, (x, x), {}), (T.__radd__, (x, 1), {}), (T.__add__, (x, 1.5), {}),
         (T.add_, (copy(), x), {}), (T.__iadd__, (copy(), 1), {}),
+        (T.mul, (x, x), {}), (T.mul, (x, 2), {}), (torch.mul, (x, 0.5), {}), (T.mul_, (copy(), 2), {}),
+        (T.sub, (x, x), {}), (torch.sub, (x, 1), {"alpha": 2}), (T.div, (x, 2), {}),
+        (torch.div, (x, x), {"rounding_mode": "floor"}),
+        (F.dropout, (x, 0.1, False), {}), (F.dropout, (x, 0.1, True), {}), (F.dropout, (x, 1.0, True), {}),
+        (F.dropout, (copy(), 0.5, True, True), {}),
+        (F.softmax, (x, -1), {}), (F.softmax, (x,), {"dim": 0, "dtype": torch.float64}), (T.softmax, (x, 0), {}),
+        (torch.softmax, (x, -1), {}),
+        (T.expand, (x.unsqueeze(0) if x.layout == torch.strided and not x.is_nested else x, (3, *shape)), {}),
+        (torch.cat, ([x, x],), {}), (torch.cat, ((x, x),), {"dim": -1}),
+        (T.to, (x, torch.float16), {}), (T.to, (x, "cpu"), {}), (T.to, (x,), {"memory_format": torch.channels_last}),
+        (T.to, (x, x.dtype), {"copy": True}), (T.float, (x,), {}), (T.half, (x,), {}), (T.bfloat16, (x,), {}),
         (F.batch_norm, (x, new(c, fill=0.0), new(c), new(c), new(c, fill=0.0), False), {}),
         (F.batch_norm, (x, new(c, fill=0.0), new(c)), {"training": True}),
         (F.batch_norm, (x, None, None, new(c), new(c), True, 0.1, 1e-3), {}),
@@ -106,12 +118,9 @@ def test_each_function_dispatches_only_the_ops_it_lists():
     """Over every input and argument form, each listed function runs no op outside its entry."""
     checked: dict[object, int] = {}
     wrong = set()
+    kinds = set()
     for x in _inputs():
-        try:
-            calls = _calls(x)
-        except (RuntimeError, NotImplementedError):  # pragma: no cover - a layout this build lacks
-            continue
-        for func, args, kwargs in calls:
+        for func, args, kwargs in _calls(x):
             for grad in (False, True):
                 recorder = _Ops()
                 try:
@@ -123,8 +132,12 @@ def test_each_function_dispatches_only_the_ops_it_lists():
                 for name in recorder.names - set(ZERO_CALLS[func]):
                     wrong.add(f"{getattr(func, '__name__', func)} ran {name} on {x.layout} {x.device} {x.dtype}")
                 checked[func] = checked.get(func, 0) + 1
+                kinds.add((str(x.layout), x.device.type, x.is_nested, x.is_quantized))
     assert not wrong, "\n".join(sorted(wrong))
     assert set(checked) == set(ZERO_CALLS)  # every entry ran at least once
+    assert {("torch._mkldnn", "cpu", False, False), ("torch.sparse_coo", "cpu", False, False),
+            ("torch.strided", "cpu", False, True), ("torch.strided", "cpu", True, False),
+            ("torch.strided", "meta", False, False)} <= kinds  # and each layout ran something
 
 
 def _kinds_free(counter: FlopCounter) -> set[str]:

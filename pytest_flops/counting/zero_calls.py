@@ -49,6 +49,9 @@ def _entries() -> dict[Any, tuple[str, ...]]:
         ((_T.unbind, torch.unbind), ("unbind",)),
         ((_T.contiguous,), ("clone",)),
         ((_T.unsqueeze, torch.unsqueeze), ("unsqueeze",)),
+        ((_T.expand,), ("expand",)),
+        ((torch.cat,), ("cat",)),
+        ((_T.to, _T.float, _T.half, _T.bfloat16), ("_to_copy", "clone", "copy_", "empty_strided", "detach", "alias")),
         ((torch.arange,), ("arange",)),
         ((F.embedding,), ("embedding", "embedding_renorm_", "clone", "detach")),
         # pointwise: free unless ops="all"
@@ -58,6 +61,13 @@ def _entries() -> dict[Any, tuple[str, ...]]:
         ((F.silu,), ("silu", "silu_")),
         ((_T.add, torch.add, _T.__add__, _T.__radd__), _ADD),
         ((_T.add_, _T.__iadd__), ("add_",)),
+        ((_T.mul, torch.mul), ("mul",)),
+        ((_T.mul_,), ("mul_",)),
+        ((_T.sub, torch.sub), ("sub",)),
+        ((_T.div, torch.div), ("div",)),
+        ((F.dropout,), ("native_dropout", "_fused_dropout", "bernoulli", "bernoulli_", "div", "div_", "mul", "mul_",
+                        "empty_like", "zeros", "zeros_like", "clone")),
+        ((F.softmax, _T.softmax, torch.softmax), ("_softmax", "_safe_softmax", "_to_copy")),
         # norms and pooling: free unless ops="all"
         ((F.batch_norm,), _BATCH_NORM),
         ((F.layer_norm,), ("native_layer_norm", "_to_copy")),
