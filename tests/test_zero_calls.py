@@ -21,8 +21,8 @@ from pytest_flops.counting import counter as counter_mod
 from pytest_flops.counting.registry import DEFAULT_REGISTRY
 from pytest_flops.counting.zero_calls import ZERO_CALLS
 
-FIELDS = ("flops", "forward_flops", "backward_flops", "macs", "by_module", "by_op", "by_category", "uncounted",
-          "stacks", "params", "module_types", "module_params")
+from test_core import FIELDS, _GPT
+
 
 
 class _Ops(TorchDispatchMode):
@@ -152,42 +152,13 @@ def _measure(model, x, fast_path=True, ops="matmul", registry=None):
     return c
 
 
-class _Block(nn.Module):
-    """A GPT block as transformers write it: functional attention, views, permutes, an unpacked qkv."""
-
-    def __init__(self, d: int = 16, heads: int = 2) -> None:
-        super().__init__()
-        self.d, self.heads = d, heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj, self.fc, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d), nn.Linear(d, 4 * d), \
-            nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        b, s, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(y.transpose(1, 2).reshape(b, s, d))
-        return x + self.out(F.gelu(self.fc(self.ln2(x))))
-
-
-class _GPT(nn.Module):
-    def __init__(self, vocab: int = 32, seq: int = 8, d: int = 16) -> None:
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
-        self.blocks = nn.Sequential(_Block(d), _Block(d))
-        self.head = nn.Linear(d, vocab, bias=False)
-
-    def forward(self, idx):
-        return self.head(self.blocks(self.tok(idx) + self.pos(torch.arange(idx.shape[1]))))
-
-
 @pytest.mark.parametrize("ops", ["matmul", "all"])
 @pytest.mark.parametrize("name", ["resnet", "gpt", "mlp-3d"])
 def test_direct_calls_count_what_the_aten_path_counts(name, ops):
     torch.manual_seed(0)
     model, x = {
         "resnet": (lambda: zoo.resnet50(num_classes=10), lambda: torch.randn(1, 3, 32, 32)),
-        "gpt": (_GPT, lambda: torch.randint(0, 32, (2, 8))),
+        "gpt": (_GPT, lambda: torch.randint(0, 64, (2, 16))),
         "mlp-3d": (lambda: nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Flatten(),
                                          nn.Linear(48, 4), nn.ReLU()), lambda: torch.randn(2, 3, 8)),
     }[name]
