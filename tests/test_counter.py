@@ -10,6 +10,7 @@ do not depend on the norm / pointwise / reduction formulas.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module_mod
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_flops import (
@@ -738,6 +740,63 @@ def test_fast_path_skips_known_zero_modules_after_the_first_call(monkeypatch):
     with FlopCounter(fast_path=False):
         relus(torch.randn(4))
     assert seen.count("aten.relu.default") == 3
+
+
+class _ExtraWork(TorchFunctionMode):
+    """A user's torch-function mode that makes ``F.relu`` run a matrix product too."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.relu:
+            torch.mm(args[0], args[0].T)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_function_mode_under_the_counter_is_never_replayed_through(grad):
+    """A call under another torch-function mode has no signature: a trace made without the mode is not replayed
+    under it, nor one made under it without it (on the landed code both counted 0 or 128 the wrong way round)."""
+    registry = DEFAULT_REGISTRY.child()
+    x = torch.randn(4, 4)
+    for under, fast in ((False, True), (True, True), (True, True), (True, False), (False, True), (False, False)):
+        with torch.set_grad_enabled(grad), (_ExtraWork() if under else contextlib.nullcontext()):
+            with FlopCounter(registry=registry, fast_path=fast) as c:
+                F.relu(x)
+        assert c.measurement.flops == (2 * 4 * 4 * 4 if under else 0), (under, fast)
+
+
+def test_memory_tracking_counts_attention_on_meta_as_the_aten_path_after_a_plain_count():
+    """With memory=True a function mode below the counter runs SDPA on meta as CPU's flash kernel would: a trace
+    of the math path made by a plain count is not replayed there (the landed code reported aten.bmm)."""
+    class Attention(nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    q = torch.randn(1, 4, 64, 32, device="meta")
+    model, registry = Attention(), DEFAULT_REGISTRY.child()
+    found = {}
+    for memory, fast in ((False, True), (True, True), (True, False), (False, False), (True, True), (False, True)):
+        with torch.no_grad(), FlopCounter(model=model, registry=registry, memory=memory, fast_path=fast) as c:
+            model(q)
+        assert found.setdefault(memory, c.measurement.by_op) == c.measurement.by_op, (memory, fast)
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in found[True] and "aten.bmm" in found[False]
+
+
+def test_calls_under_a_device_context_or_an_outer_counter_are_still_replayed(monkeypatch):
+    """``with torch.device(...)`` and an outer counter's function mode change no call's ops: calls under them
+    keep their signatures, and a second count replays what the first probed."""
+    probes = []
+    probe = FlopCounter.probe
+    monkeypatch.setattr(FlopCounter, "probe", lambda self, *a: (probes.append(a[1]), probe(self, *a))[1])
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    registry, outer = DEFAULT_REGISTRY.child(), DEFAULT_REGISTRY.child()
+    for context in (lambda: torch.device("cpu"), lambda: FlopCounter(registry=outer)):
+        for _ in range(2):
+            probes.clear()
+            with context(), FlopCounter(model=model, registry=registry) as c:
+                model(x)
+            assert c.measurement.flops == 2 * 3 * (4 * 4 + 4 * 2)
+        assert F.linear not in probes  # the second count replayed both calls (both counters, when nested)
 
 
 # ---------------------------------------------------------------------------

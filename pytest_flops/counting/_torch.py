@@ -13,7 +13,7 @@ import torch
 __all__ = [
     "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
     "pop_dispatch", "function_stack_len", "function_stack_at", "push_function", "pop_function",
-    "has_composite_kernel", "any_autocast", "DYNAMIC_TAGS", "engine_run_backward", "functorch_active",
+    "has_composite_kernel", "any_autocast", "DeviceContext", "DYNAMIC_TAGS", "engine_run_backward", "functorch_active",
     "autograd_engine_call", "set_autograd_engine_call",
 ]
 
@@ -38,6 +38,9 @@ function_stack_at = torch._C._get_function_stack_at
 push_function = torch._C._push_on_torch_function_stack
 #: Pop this thread's top torch-function mode.
 pop_function = torch._C._pop_torch_function_stack
+#: The mode of ``with torch.device(...)`` and ``torch.set_default_device``: it only fills in the device of factory
+#: calls, so a call's ops under it are those of the same call without it (a transparent mode for the counter).
+from torch.utils._device import DeviceContext  # noqa: E402
 #: Whether autocast is on for any device: it changes the ops a function runs, so it is part of a call's signature.
 any_autocast = torch._C._is_any_autocast_enabled
 #: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the

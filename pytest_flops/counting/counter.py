@@ -45,7 +45,7 @@ from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_r
 from .handlers import FormulaError, resolve
 from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
-from .signature import PLAIN_TENSORS, NoSignature, call_key
+from .signature import PLAIN_TENSORS, TRANSPARENT_MODES, NoSignature, call_key, modes_allow
 from .tracker import Frame, ModuleTracker, ThreadView
 from .zero_calls import ZERO_CALLS, free_under
 from ..units import OPS_CHOICES
@@ -242,6 +242,9 @@ class _FunctionMode(TorchFunctionMode):
             return func(*args, **kwargs)
         if lane.backward:
             return self.counter.backward_call(lane, func, args, kwargs)
+        below = function_stack_len()  # torch-function modes under this one (it is popped while it runs)
+        if below and not modes_allow(func, below):
+            return self.counter.probe(lane, func, args, kwargs, None)  # no signature: see signature.py
         if kind == _FREE:  # see zero_calls.py
             if not _grad_enabled() and _PLAIN_TYPES.issuperset(types):
                 return func(*args, **kwargs)
@@ -272,6 +275,9 @@ class _FunctionMode(TorchFunctionMode):
         elif kind == _BACKWARD:
             return self.counter.backward(lane, func, args, kwargs)
         return self.counter.probe(lane, func, args, kwargs, key)
+
+
+TRANSPARENT_MODES[_FunctionMode] = frozenset()  # an outer counter's: it counts, and runs each call as it is
 
 
 # -- module-event tokens ----------------------------------------------------

@@ -36,6 +36,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary, WeakIdRef
 
+from .signature import TRANSPARENT_MODES
+
 __all__ = ["MemoryTracker", "ACTIVATION_OPS"]
 
 _current_node = torch._C._current_autograd_node
@@ -144,6 +146,7 @@ def _flash_on_meta(query: Any, key: Any, value: Any, attn_mask: Any = None, drop
 
 
 _sdpa = torch.nn.functional.scaled_dot_product_attention
+TRANSPARENT_MODES[_CpuAttentionOnMeta] = frozenset({_sdpa})  # a counter under it replays every other call
 #: private: the backend ``F.scaled_dot_product_attention`` would pick for these inputs
 _sdp_choice: Any = torch._fused_sdp_choice
 

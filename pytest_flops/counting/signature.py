@@ -6,6 +6,10 @@ argument: for a plain tensor its shape, strides, dtype, device and
 never replayed); for numbers, strings, dtypes, devices and the like the value;
 tuples, lists and slices element by element. Anything else (a tensor
 subclass, an arbitrary object) has no key: :class:`NoSignature`.
+
+A call made under another torch-function mode has no signature either, unless that mode is listed in
+:data:`TRANSPARENT_MODES` with the functions it changes (``modes_allow``): any other mode may run other
+ops for a call (or none), which a trace made without it, or replayed without it, would not show.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ._torch import any_autocast
+from ._torch import DeviceContext, any_autocast, function_stack_at
 
-__all__ = ["PLAIN_TENSORS", "NoSignature", "value_key", "call_key"]
+__all__ = ["PLAIN_TENSORS", "NoSignature", "value_key", "call_key", "TRANSPARENT_MODES", "modes_allow"]
 
 #: The tensor types a key describes: a subclass may run other ops than its metadata says.
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
@@ -66,3 +70,18 @@ def call_key(func: Any, args: tuple, kwargs: dict) -> tuple:
         else:
             append(value_key(value))
     return tuple(key)
+
+
+#: Torch-function modes a call may run under and keep its signature, each with the functions whose ops it
+#: changes: ``with torch.device(...)`` (it only fills in the device of factory calls), and, registered where
+#: they are defined, another counter's function mode and the memory tracker's attention mode.
+TRANSPARENT_MODES: dict[type, frozenset[Any]] = {DeviceContext: frozenset()}
+
+
+def modes_allow(func: Any, depth: int) -> bool:
+    """Whether the ``depth`` torch-function modes under the running one leave ``func``'s ops as they are."""
+    for i in range(depth):
+        changes = TRANSPARENT_MODES.get(type(function_stack_at(i)))
+        if changes is None or func in changes:
+            return False
+    return True
