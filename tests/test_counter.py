@@ -799,6 +799,43 @@ def test_calls_under_a_device_context_or_an_outer_counter_are_still_replayed(mon
         assert F.linear not in probes  # the second count replayed both calls (both counters, when nested)
 
 
+@pytest.mark.parametrize("ops", ["matmul", "all"])
+def test_the_attention_kernel_switches_are_part_of_a_calls_signature(ops):
+    """``sdpa_kernel([MATH])`` makes SDPA run its math decomposition instead of the flash kernel: a trace made
+    under the default is not replayed there (the landed code reported the flash op under MATH, and under
+    ops="all" missed the math path's softmax and scaling)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 2, 16, 8)
+    registry = DEFAULT_REGISTRY.child()
+    found = {}
+    for math, fast in ((False, True), (True, True), (True, False), (False, False), (True, True), (False, True)):
+        with torch.no_grad(), (sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext()):
+            with FlopCounter(ops, registry=registry, fast_path=fast) as c:
+                F.scaled_dot_product_attention(q, q, q)
+        m = c.measurement
+        assert found.setdefault(math, (m.flops, m.by_op, m.by_category)) == (m.flops, m.by_op, m.by_category)
+    assert "aten.bmm" in found[True][1] and "aten.bmm" not in found[False][1]
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_cudnn_and_onednn_switches_are_part_of_a_batch_norm_signature():
+    """Batch norm's decomposition picks cudnn_batch_norm or native_batch_norm by ``torch.backends.cudnn``
+    (on CUDA): the switches are in the key of the functions whose ops they choose."""
+    from pytest_flops.counting.signature import call_key
+
+    x, stats, w = torch.randn(2, 3, 4, 4), torch.zeros(3), torch.randn(5, 4)
+    args = (x, stats, stats)
+    plain, linear = call_key(F.batch_norm, args, {}), call_key(F.linear, (x, w), {})
+    with torch.backends.cudnn.flags(enabled=False):
+        assert call_key(F.batch_norm, args, {}) != plain
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert call_key(F.batch_norm, args, {}) != plain
+    assert call_key(F.batch_norm, args, {}) == plain
+    with torch.backends.cudnn.flags(enabled=False):  # a function they do not choose for keeps its key
+        assert call_key(F.linear, (x, w), {}) == linear
+
+
 # ---------------------------------------------------------------------------
 # backward attribution
 # ---------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import torch
 __all__ = [
     "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
     "pop_dispatch", "function_stack_len", "function_stack_at", "push_function", "pop_function",
-    "has_composite_kernel", "any_autocast", "DeviceContext", "DYNAMIC_TAGS", "engine_run_backward", "functorch_active",
-    "autograd_engine_call", "set_autograd_engine_call",
+    "has_composite_kernel", "any_autocast", "DeviceContext", "sdp_switches", "backend_switches", "DYNAMIC_TAGS",
+    "engine_run_backward", "functorch_active", "autograd_engine_call", "set_autograd_engine_call",
 ]
 
 #: The autograd node running now (None in forward): a backward op is charged to the module that created it.
@@ -41,6 +41,23 @@ pop_function = torch._C._pop_torch_function_stack
 #: The mode of ``with torch.device(...)`` and ``torch.set_default_device``: it only fills in the device of factory
 #: calls, so a call's ops under it are those of the same call without it (a transparent mode for the counter).
 from torch.utils._device import DeviceContext  # noqa: E402
+#: The switches that choose the kernel of ``F.scaled_dot_product_attention`` (``torch.nn.attention.sdpa_kernel``,
+#: ``torch.backends.cuda.enable_*_sdp``), each where this torch has it: the kernel chosen is the op that runs.
+_SDP_SWITCHES = tuple(getattr(torch._C, name) for name in (
+    "_get_flash_sdp_enabled", "_get_mem_efficient_sdp_enabled", "_get_math_sdp_enabled", "_get_cudnn_sdp_enabled",
+    "_get_overrideable_sdp_enabled", "_get_fa3_sdp_enabled") if hasattr(torch._C, name))
+_sdp_order = getattr(torch._C, "_get_sdp_priority_order", None)  # torch 2.6 on: the order they are tried in
+
+
+def sdp_switches() -> tuple:
+    """The state of the attention-kernel switches, as a key."""
+    flags = tuple(get() for get in _SDP_SWITCHES)
+    return flags + (tuple(_sdp_order()),) if _sdp_order is not None else flags
+
+
+#: Whether cuDNN and oneDNN may be used: the decompositions of batch norm, instance norm, RNNs, grid sampling
+#: and CTC loss pick their backend's op by them (``cudnn_batch_norm`` or ``native_batch_norm``, ...).
+backend_switches = (torch._C._get_cudnn_enabled, torch._C._get_mkldnn_enabled)
 #: Whether autocast is on for any device: it changes the ops a function runs, so it is part of a call's signature.
 any_autocast = torch._C._is_any_autocast_enabled
 #: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the

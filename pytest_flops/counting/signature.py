@@ -7,6 +7,9 @@ never replayed); for numbers, strings, dtypes, devices and the like the value;
 tuples, lists and slices element by element. Anything else (a tensor
 subclass, an arbitrary object) has no key: :class:`NoSignature`.
 
+For functions that pick their kernel by global switches (:data:`SWITCHES`: the attention kernels,
+cuDNN and oneDNN) the switches' state is part of the key too.
+
 A call made under another torch-function mode has no signature either, unless that mode is listed in
 :data:`TRANSPARENT_MODES` with the functions it changes (``modes_allow``): any other mode may run other
 ops for a call (or none), which a trace made without it, or replayed without it, would not show.
@@ -18,9 +21,9 @@ from typing import Any
 
 import torch
 
-from ._torch import DeviceContext, any_autocast, function_stack_at
+from ._torch import DeviceContext, any_autocast, backend_switches, function_stack_at, sdp_switches
 
-__all__ = ["PLAIN_TENSORS", "NoSignature", "value_key", "call_key", "TRANSPARENT_MODES", "modes_allow"]
+__all__ = ["PLAIN_TENSORS", "NoSignature", "value_key", "call_key", "SWITCHES", "TRANSPARENT_MODES", "modes_allow"]
 
 #: The tensor types a key describes: a subclass may run other ops than its metadata says.
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
@@ -28,6 +31,19 @@ _Tensor, _Parameter = PLAIN_TENSORS
 _ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
                     torch.memory_format, type(Ellipsis)})
 _grad_enabled = torch.is_grad_enabled
+
+
+def _backends() -> tuple:
+    return tuple(get() for get in backend_switches)
+
+
+#: Functions whose ops depend on global switches as well as on their arguments: the switches' state is part
+#: of their signature (after the arguments' keys).
+SWITCHES: dict[Any, Any] = {torch.nn.functional.scaled_dot_product_attention: sdp_switches}
+SWITCHES.update(dict.fromkeys((
+    torch.nn.functional.batch_norm, torch.nn.functional.instance_norm, torch.batch_norm, torch.instance_norm,
+    torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.nn.functional.grid_sample, torch.grid_sampler,
+    torch.nn.functional.ctc_loss, torch.ctc_loss), _backends))
 
 
 class NoSignature(Exception):
@@ -69,6 +85,9 @@ def call_key(func: Any, args: tuple, kwargs: dict) -> tuple:
             append((t, value))
         else:
             append(value_key(value))
+    switches = SWITCHES.get(func)
+    if switches is not None:
+        append(switches())
     return tuple(key)
 
 
