@@ -803,7 +803,7 @@ def test_calls_under_a_device_context_or_an_outer_counter_are_still_replayed(mon
 def test_the_attention_kernel_switches_are_part_of_a_calls_signature(ops):
     """``sdpa_kernel([MATH])`` makes SDPA run its math decomposition instead of the flash kernel: a trace made
     under the default is not replayed there (the landed code reported the flash op under MATH, and under
-    ops="all" missed the math path's softmax and scaling)."""
+    ops="all" 18,944 FLOPs where the aten path counts 19,456: the math path's scaling)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.randn(1, 2, 16, 8)
