@@ -799,6 +799,23 @@ def test_calls_under_a_device_context_or_an_outer_counter_are_still_replayed(mon
         assert F.linear not in probes  # the second count replayed both calls (both counters, when nested)
 
 
+@pytest.mark.parametrize("first", ["plain", "vmap"])
+def test_calls_under_vmap_count_the_batched_work(first):
+    """Under torch.func.vmap a tensor shows its per-sample shape while its ops run on the batch: such calls have
+    no signature (the landed code replayed a plain call's trace under vmap, 24 FLOPs for 192, or the reverse)."""
+    w, x = torch.randn(3, 4), torch.randn(8, 4)
+    registry = DEFAULT_REGISTRY.child()
+    order = ("plain", "vmap") if first == "plain" else ("vmap", "plain")
+    for kind, fast in ((order[0], True), (order[1], True), (order[1], False), (order[0], False), (order[1], True),
+                       (order[0], True)):
+        with torch.no_grad(), FlopCounter(registry=registry, fast_path=fast) as c:
+            if kind == "vmap":
+                torch.func.vmap(lambda row: F.relu(F.linear(row, w)))(x)
+            else:
+                F.relu(F.linear(x[0], w))
+        assert c.measurement.flops == (2 * 8 * 4 * 3 if kind == "vmap" else 2 * 4 * 3), (kind, fast)
+
+
 @pytest.mark.parametrize("ops", ["matmul", "all"])
 def test_the_attention_kernel_switches_are_part_of_a_calls_signature(ops):
     """``sdpa_kernel([MATH])`` makes SDPA run its math decomposition instead of the flash kernel: a trace made

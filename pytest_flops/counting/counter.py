@@ -38,8 +38,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import formulas as _formulas  # noqa: F401  (registers the built-in formulas)
 from ._torch import (current_autograd_node, dispatch_stack_at, dispatch_stack_len, function_stack_at,
-                     function_stack_len, pop_dispatch_if_top, pop_function_if_top, push_dispatch, push_function,
-                     sequence_nr)
+                     function_stack_len, functorch_active, pop_dispatch_if_top, pop_function_if_top, push_dispatch,
+                     push_function, sequence_nr)
 from .backward import (BACKWARD_SEEN, CallLog, graph_signature, plain_backward_root, run_backward, unwatch_engine,
                        watch_engine)
 from .handlers import FormulaError, resolve
@@ -243,8 +243,10 @@ class _FunctionMode(TorchFunctionMode):
         if lane.backward:
             return self.counter.backward_call(lane, func, args, kwargs)
         below = function_stack_len()  # torch-function modes under this one (it is popped while it runs)
-        if below and not modes_allow(func, below):
-            return self.counter.probe(lane, func, args, kwargs, None)  # no signature: see signature.py
+        if below and not modes_allow(func, below) or functorch_active():
+            # No signature (see signature.py): another mode may change what runs; under vmap and the other
+            # torch.func transforms a tensor's shape is its per-sample one, not the shape its ops run on.
+            return self.counter.probe(lane, func, args, kwargs, None)
         if kind == _FREE:  # see zero_calls.py
             if not _grad_enabled() and _PLAIN_TYPES.issuperset(types):
                 return func(*args, **kwargs)
