@@ -47,7 +47,7 @@ from .measurement import Measurement, uncounted_calls
 from .registry import DEFAULT_REGISTRY, MATMUL_CATEGORIES, Registry, Split
 from .signature import PLAIN_TENSORS, TRANSPARENT_MODES, NoSignature, call_key, modes_allow
 from .tracker import Frame, ModuleTracker, ThreadView
-from .zero_calls import ZERO_CALLS, free_under
+from .zero_calls import free_under
 from ..units import OPS_CHOICES
 
 __all__ = ["FlopCounter", "UncountedOpsError", "ComputeFreeError", "FormulaError", "OPS_CHOICES", "device_name"]
@@ -104,7 +104,7 @@ def _classify(func: Any, counter: "FlopCounter") -> int:
             return _PROBE
         if func in _METADATA_FUNCS:
             return _PASS
-        if func in ZERO_CALLS and free_under(func, counter.handler):
+        if free_under(func, counter.handler):
             return _FREE
     except TypeError:  # an unhashable callable
         return _PROBE

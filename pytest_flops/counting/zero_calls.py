@@ -35,7 +35,6 @@ _BATCH_NORM = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_n
                "_native_batch_norm_legit_functional", "_batch_norm_with_update", "_batch_norm_no_update",
                "cudnn_batch_norm", "miopen_batch_norm", "empty", "_to_copy",
                "clone", "select", "mul", "add")  # the last: an empty input's output, scaled and shifted
-_ADD = ("add", "add_")
 
 
 def _entries() -> dict[Any, tuple[str, ...]]:
@@ -59,8 +58,8 @@ def _entries() -> dict[Any, tuple[str, ...]]:
         ((torch.relu_, _T.relu_), ("relu_",)),
         ((F.gelu,), ("gelu",)),
         ((F.silu,), ("silu", "silu_")),
-        ((_T.add, torch.add, _T.__add__, _T.__radd__), _ADD),
-        ((_T.add_, _T.__iadd__), ("add_",)),
+        ((_T.add, torch.add), ("add",)),  # a mode sees `a + b` and `1 + a` as add, `a += b` as add_
+        ((_T.add_,), ("add_",)),
         ((_T.mul, torch.mul), ("mul",)),
         ((_T.mul_,), ("mul_",)),
         ((_T.sub, torch.sub), ("sub",)),
