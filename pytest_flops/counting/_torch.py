@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+# The mode of ``with torch.device(...)`` and ``torch.set_default_device``: it only fills in the device of factory
+# calls, so a call's ops under it are those of the same call without it (a transparent mode for the counter).
+from torch.utils._device import DeviceContext
 
 __all__ = [
     "current_autograd_node", "sequence_nr", "dispatch_stack_len", "dispatch_stack_at", "push_dispatch",
@@ -38,9 +41,6 @@ function_stack_at = torch._C._get_function_stack_at
 push_function = torch._C._push_on_torch_function_stack
 #: Pop this thread's top torch-function mode.
 pop_function = torch._C._pop_torch_function_stack
-#: The mode of ``with torch.device(...)`` and ``torch.set_default_device``: it only fills in the device of factory
-#: calls, so a call's ops under it are those of the same call without it (a transparent mode for the counter).
-from torch.utils._device import DeviceContext  # noqa: E402
 #: The switches that choose the kernel of ``F.scaled_dot_product_attention`` (``torch.nn.attention.sdpa_kernel``,
 #: ``torch.backends.cuda.enable_*_sdp``), each where this torch has it: the kernel chosen is the op that runs.
 _SDP_SWITCHES = tuple(getattr(torch._C, name) for name in (
@@ -55,9 +55,15 @@ def sdp_switches() -> tuple:
     return flags + (tuple(_sdp_order()),) if _sdp_order is not None else flags
 
 
-#: Whether cuDNN and oneDNN may be used: the decompositions of batch norm, instance norm, RNNs, grid sampling
-#: and CTC loss pick their backend's op by them (``cudnn_batch_norm`` or ``native_batch_norm``, ...).
-backend_switches = (torch._C._get_cudnn_enabled, torch._C._get_mkldnn_enabled)
+_cudnn_enabled, _mkldnn_enabled = torch._C._get_cudnn_enabled, torch._C._get_mkldnn_enabled
+
+
+def backend_switches() -> tuple:
+    """Whether cuDNN and oneDNN may be used, as a key: the decompositions of batch norm, instance norm, RNNs,
+    grid sampling and CTC loss pick their backend's op by them (``cudnn_batch_norm`` or ``native_batch_norm``)."""
+    return (_cudnn_enabled(), _mkldnn_enabled())
+
+
 #: Whether autocast is on for any device: it changes the ops a function runs, so it is part of a call's signature.
 any_autocast = torch._C._is_any_autocast_enabled
 #: The autograd engine call at the end of ``torch.autograd.backward`` (arguments as ``run_backward``'s): the

@@ -33,17 +33,13 @@ _ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device
 _grad_enabled = torch.is_grad_enabled
 
 
-def _backends() -> tuple:
-    return tuple(get() for get in backend_switches)
-
-
 #: Functions whose ops depend on global switches as well as on their arguments: the switches' state is part
 #: of their signature (after the arguments' keys).
 SWITCHES: dict[Any, Any] = {torch.nn.functional.scaled_dot_product_attention: sdp_switches}
 SWITCHES.update(dict.fromkeys((
     torch.nn.functional.batch_norm, torch.nn.functional.instance_norm, torch.batch_norm, torch.instance_norm,
     torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.nn.functional.grid_sample, torch.grid_sampler,
-    torch.nn.functional.ctc_loss, torch.ctc_loss), _backends))
+    torch.nn.functional.ctc_loss, torch.ctc_loss), backend_switches))
 
 
 class NoSignature(Exception):
