@@ -751,17 +751,31 @@ class _ExtraWork(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _in_turn(first, second, count):
+    """Count under two conditions in turn, on the fast and the aten path, with one fresh registry (a trace made
+    under one condition is there to be replayed under the other): the measurements made under each."""
+    registry = DEFAULT_REGISTRY.child()
+    found = {first: [], second: []}
+    for condition, fast in ((first, True), (second, True), (second, False), (first, False), (second, True),
+                            (first, True)):
+        found[condition].append(count(condition, fast, registry))
+    return found
+
+
 @pytest.mark.parametrize("grad", [False, True])
 def test_a_function_mode_under_the_counter_is_never_replayed_through(grad):
     """A call under another torch-function mode has no signature: a trace made without the mode is not replayed
     under it, nor one made under it without it (on the landed code both counted 0 or 128 the wrong way round)."""
-    registry = DEFAULT_REGISTRY.child()
     x = torch.randn(4, 4)
-    for under, fast in ((False, True), (True, True), (True, True), (True, False), (False, True), (False, False)):
+
+    def count(under, fast, registry):
         with torch.set_grad_enabled(grad), (_ExtraWork() if under else contextlib.nullcontext()):
             with FlopCounter(registry=registry, fast_path=fast) as c:
                 F.relu(x)
-        assert c.measurement.flops == (2 * 4 * 4 * 4 if under else 0), (under, fast)
+        return c.measurement
+
+    for under, found in _in_turn(False, True, count).items():
+        assert [m.flops for m in found] == [2 * 4 * 4 * 4 if under else 0] * 3, under
 
 
 def test_memory_tracking_counts_attention_on_meta_as_the_aten_path_after_a_plain_count():
@@ -771,14 +785,17 @@ def test_memory_tracking_counts_attention_on_meta_as_the_aten_path_after_a_plain
         def forward(self, q):
             return F.scaled_dot_product_attention(q, q, q, is_causal=True)
 
-    q = torch.randn(1, 4, 64, 32, device="meta")
-    model, registry = Attention(), DEFAULT_REGISTRY.child()
-    found = {}
-    for memory, fast in ((False, True), (True, True), (True, False), (False, False), (True, True), (False, True)):
+    q, model = torch.randn(1, 4, 64, 32, device="meta"), Attention()
+
+    def count(memory, fast, registry):
         with torch.no_grad(), FlopCounter(model=model, registry=registry, memory=memory, fast_path=fast) as c:
             model(q)
-        assert found.setdefault(memory, c.measurement.by_op) == c.measurement.by_op, (memory, fast)
-    assert "aten._scaled_dot_product_flash_attention_for_cpu" in found[True] and "aten.bmm" in found[False]
+        return c.measurement.by_op
+
+    found = _in_turn(False, True, count)
+    for memory, ops in found.items():
+        assert ops[0] == ops[1] == ops[2], memory
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in found[True][0] and "aten.bmm" in found[False][0]
 
 
 def test_calls_under_a_device_context_or_an_outer_counter_are_still_replayed(monkeypatch):
@@ -804,16 +821,17 @@ def test_calls_under_vmap_count_the_batched_work(first):
     """Under torch.func.vmap a tensor shows its per-sample shape while its ops run on the batch: such calls have
     no signature (the landed code replayed a plain call's trace under vmap, 24 FLOPs for 192, or the reverse)."""
     w, x = torch.randn(3, 4), torch.randn(8, 4)
-    registry = DEFAULT_REGISTRY.child()
-    order = ("plain", "vmap") if first == "plain" else ("vmap", "plain")
-    for kind, fast in ((order[0], True), (order[1], True), (order[1], False), (order[0], False), (order[1], True),
-                       (order[0], True)):
+
+    def count(kind, fast, registry):
         with torch.no_grad(), FlopCounter(registry=registry, fast_path=fast) as c:
             if kind == "vmap":
                 torch.func.vmap(lambda row: F.relu(F.linear(row, w)))(x)
             else:
                 F.relu(F.linear(x[0], w))
-        assert c.measurement.flops == (2 * 8 * 4 * 3 if kind == "vmap" else 2 * 4 * 3), (kind, fast)
+        return c.measurement.flops
+
+    found = _in_turn(first, "plain" if first == "vmap" else "vmap", count)
+    assert found == {"vmap": [2 * 8 * 4 * 3] * 3, "plain": [2 * 4 * 3] * 3}
 
 
 @pytest.mark.parametrize("ops", ["matmul", "all"])
@@ -824,15 +842,17 @@ def test_the_attention_kernel_switches_are_part_of_a_calls_signature(ops):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.randn(1, 2, 16, 8)
-    registry = DEFAULT_REGISTRY.child()
-    found = {}
-    for math, fast in ((False, True), (True, True), (True, False), (False, False), (True, True), (False, True)):
+
+    def count(math, fast, registry):
         with torch.no_grad(), (sdpa_kernel([SDPBackend.MATH]) if math else contextlib.nullcontext()):
             with FlopCounter(ops, registry=registry, fast_path=fast) as c:
                 F.scaled_dot_product_attention(q, q, q)
-        m = c.measurement
-        assert found.setdefault(math, (m.flops, m.by_op, m.by_category)) == (m.flops, m.by_op, m.by_category)
-    assert "aten.bmm" in found[True][1] and "aten.bmm" not in found[False][1]
+        return c.measurement.flops, c.measurement.by_op, c.measurement.by_category
+
+    found = _in_turn(False, True, count)
+    for math, results in found.items():
+        assert results[0] == results[1] == results[2], math
+    assert "aten.bmm" in found[True][0][1] and "aten.bmm" not in found[False][0][1]
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
