@@ -104,7 +104,7 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
             return func(*args, **(kwargs or {}))
 
-    def floor(kind: str) -> Callable[[Any], Any]:
+    def floor(step: Callable[[], Any]) -> Callable[[Any], Any]:
         """What the design costs before it counts anything: a do-nothing TorchFunctionMode where the counter has
         its own (over the whole step) and global module hooks."""
         def go(_: Any) -> Any:
@@ -112,7 +112,7 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
                        hooks.register_module_forward_hook(lambda m, a, o: None, always_call=True)]
             try:
                 with Functions():
-                    return inference() if kind == "inference" else training()
+                    return step()
             finally:
                 for handle in handles:
                     handle.remove()
@@ -130,7 +130,7 @@ def run(quick: bool, emit: Callable[[Row], None]) -> None:
         for _ in range(3):
             step()
         results = {}
-        floor_run = floor(kind)
+        floor_run = floor(step)
         floor_run(None)
         ratios, plains, times, _ = paired(lambda _: step(), floor_run, reps)
         floor_ratio = median(ratios)
